@@ -1,0 +1,114 @@
+#include "actors/gateway/gateway_actor.hpp"
+
+#include <chrono>
+
+#include <caf/actor_system.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "runtime/errc.hpp"
+#include "runtime/log.hpp"
+
+namespace shoal::gateway {
+
+namespace {
+
+constexpr auto write_deadline = std::chrono::seconds(30);
+
+struct gateway_state {
+  const storage::store* db = nullptr;
+  storage::writer_actor writer;
+  uint64_t authentications = 0;
+  uint64_t rejections = 0;
+  uint64_t tokens_minted = 0;
+  uint64_t tokens_revoked = 0;
+  static inline const char* name = "gateway";
+};
+
+using self_ptr = gateway_actor::stateful_pointer<gateway_state>;
+
+int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+gateway_actor::behavior_type gateway_impl(self_ptr self, const storage::store* db,
+                                          storage::writer_actor writer) {
+  self->state.db = db;
+  self->state.writer = std::move(writer);
+  return {
+    [self](authenticate_atom, const std::string& token) -> caf::result<token_info> {
+      token_registry tokens{*self->state.db};
+      auto info = tokens.verify(token);
+      if (!info) {
+        ++self->state.rejections;
+        log::warn("auth_rejected")
+          .kv("token_id", token_registry::id_of(token))
+          .kv("reason", message_of(info.error()));
+        return info.error();
+      }
+      ++self->state.authentications;
+      log::info("auth_accepted").kv("token_id", info->token_id).kv("environment", info->environment);
+      return std::move(*info);
+    },
+    [self](mint_atom, const std::string& environment,
+           const std::string& label) -> caf::result<minted_token> {
+      token_registry tokens{*self->state.db};
+      storage::write_batch batch;
+      auto minted = tokens.mint(environment, label, now_ms(), batch);
+      if (!minted)
+        return minted.error();
+      auto rp = self->make_response_promise<minted_token>();
+      self->request(self->state.writer, write_deadline, storage::write_atom::value, std::move(batch))
+        .then(
+          [self, rp, token = std::move(*minted)]() mutable {
+            ++self->state.tokens_minted;
+            log::info("token_minted")
+              .kv("token_id", token.info.token_id)
+              .kv("environment", token.info.environment);
+            rp.deliver(std::move(token));
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
+    [self](list_atom) -> caf::result<std::vector<token_info>> {
+      token_registry tokens{*self->state.db};
+      auto all = tokens.list();
+      if (!all)
+        return all.error();
+      return std::move(*all);
+    },
+    [self](revoke_atom, const std::string& token_id) -> caf::result<std::string> {
+      token_registry tokens{*self->state.db};
+      storage::write_batch batch;
+      if (auto err = tokens.revoke(token_id, batch))
+        return err;
+      auto rp = self->make_response_promise<std::string>();
+      self->request(self->state.writer, write_deadline, storage::write_atom::value, std::move(batch))
+        .then(
+          [self, rp, token_id]() mutable {
+            ++self->state.tokens_revoked;
+            log::info("token_revoked").kv("token_id", token_id);
+            rp.deliver(token_id);
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
+    [self](inspect_atom) -> actor_snapshot {
+      auto s = snapshot_of(self, "gateway", "gateway", "running");
+      s.counter("authentications", static_cast<int64_t>(self->state.authentications))
+        .counter("rejections", static_cast<int64_t>(self->state.rejections))
+        .counter("tokens_minted", static_cast<int64_t>(self->state.tokens_minted))
+        .counter("tokens_revoked", static_cast<int64_t>(self->state.tokens_revoked));
+      return s;
+    },
+  };
+}
+
+} // namespace
+
+gateway_actor spawn_gateway(caf::actor_system& sys, const storage::store& db,
+                            storage::writer_actor writer) {
+  return sys.spawn(gateway_impl, &db, std::move(writer));
+}
+
+} // namespace shoal::gateway

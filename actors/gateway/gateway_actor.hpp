@@ -1,0 +1,41 @@
+#pragma once
+/// `gateway`: authentication and token administration. The capnp side of the gateway (the
+/// bootstrap `Gateway` and the `Session`s it hands out) lives in gateway_bridge.hpp and forwards
+/// here; this actor owns the token registry and persists through the storage writer.
+///
+/// State diagram: running --exit--> stopped. Token lifecycle: minted (durable before the secret is
+/// returned) --revoke--> gone (durable before the revoke is acknowledged).
+
+#include <string>
+#include <vector>
+
+#include <caf/fwd.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/gateway/token_registry.hpp"
+#include "runtime/inspect.hpp"
+#include "storage/writer.hpp"
+
+namespace shoal::gateway {
+
+using authenticate_atom = caf::atom_constant<caf::atom("auth")>;
+using mint_atom = caf::atom_constant<caf::atom("mint")>;
+using list_atom = caf::atom_constant<caf::atom("list")>;
+using revoke_atom = caf::atom_constant<caf::atom("revoke")>;
+
+/// - `authenticate_atom, token` -> the token's info, or errc::unauthenticated.
+/// - `mint_atom, environment, label` -> a new token, once durable.
+/// - `list_atom` -> every token's info.
+/// - `revoke_atom, token_id` -> the revoked token's id, once durable; errc::not_found.
+using gateway_actor
+  = caf::typed_actor<caf::replies_to<authenticate_atom, std::string>::with<token_info>,
+                     caf::replies_to<mint_atom, std::string, std::string>::with<minted_token>,
+                     caf::replies_to<list_atom>::with<std::vector<token_info>>,
+                     caf::replies_to<revoke_atom, std::string>::with<std::string>,
+                     inspect_handler>;
+
+/// `db` must outlive the actor; writes go through `writer`.
+gateway_actor spawn_gateway(caf::actor_system& sys, const storage::store& db,
+                            storage::writer_actor writer);
+
+} // namespace shoal::gateway

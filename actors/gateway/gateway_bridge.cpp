@@ -1,0 +1,252 @@
+#include "actors/gateway/gateway_bridge.hpp"
+
+#include <map>
+
+#include <caf/actor_system.hpp>
+
+#include "runtime/kj_bridge.hpp"
+#include "schema/gateway.capnp.h"
+
+namespace shoal::gateway {
+
+namespace {
+
+constexpr uint32_t default_page_limit = 100;
+
+class session_impl;
+
+/// Live sessions by token id, so that revoking a token cuts the sessions it opened.
+class session_registry {
+public:
+  void add(const std::string& token_id, session_impl* s) { sessions_.emplace(token_id, s); }
+  void remove(const std::string& token_id, session_impl* s) {
+    auto [first, last] = sessions_.equal_range(token_id);
+    for (auto i = first; i != last; ++i)
+      if (i->second == s) {
+        sessions_.erase(i);
+        return;
+      }
+  }
+  template <class F>
+  void for_each(const std::string& token_id, F f) {
+    auto [first, last] = sessions_.equal_range(token_id);
+    for (auto i = first; i != last; ++i)
+      f(*i->second);
+  }
+
+private:
+  std::multimap<std::string, session_impl*> sessions_;
+};
+
+void fill(wire::ActorSnapshot::Builder out, const actor_snapshot& s) {
+  out.setName(s.name);
+  out.setKind(s.kind);
+  out.setState(s.state);
+  out.setMailboxDepth(s.mailbox_depth);
+  auto counters = out.initCounters(static_cast<unsigned>(s.counters.size()));
+  for (unsigned i = 0; i < s.counters.size(); ++i) {
+    counters[i].setName(s.counters[i].first);
+    counters[i].setValue(s.counters[i].second);
+  }
+  auto details = out.initDetails(static_cast<unsigned>(s.details.size()));
+  for (unsigned i = 0; i < s.details.size(); ++i) {
+    details[i].setKey(s.details[i].first);
+    details[i].setValue(s.details[i].second);
+  }
+}
+
+void fill(wire::TokenInfo::Builder out, const token_info& t) {
+  out.setTokenId(t.token_id);
+  out.setEnvironment(t.environment);
+  out.setLabel(t.label);
+  out.setCreatedAtMs(t.created_at_ms);
+}
+
+void fill(wire::ClusterInfo::Builder out, const node_facts& f, const std::string& environment,
+          uint32_t actor_count) {
+  out.setVersion(f.version);
+  out.setNodeId(f.node_id);
+  auto roles = out.initRoles(static_cast<unsigned>(f.roles.size()));
+  for (unsigned i = 0; i < f.roles.size(); ++i)
+    roles.set(i, f.roles[i]);
+  out.setListenAddress(f.listen_address);
+  out.setStateDir(f.state_dir);
+  out.setPid(f.pid);
+  out.setStartedAtMs(f.started_at_ms);
+  out.setEnvironment(environment);
+  out.setSchemaVersion(f.schema_version);
+  out.setActorCount(actor_count);
+}
+
+/// A cursor is the name (or id) of the last item returned; listings are sorted by it.
+template <class T, class Key>
+std::pair<size_t, size_t> page_bounds(const std::vector<T>& items, Key key,
+                                      wire::PageRequest::Reader page) {
+  size_t limit = page.getLimit() == 0 ? default_page_limit : page.getLimit();
+  std::string cursor = page.getCursor();
+  size_t first = 0;
+  if (!cursor.empty())
+    while (first < items.size() && key(items[first]) <= cursor)
+      ++first;
+  size_t last = std::min(items.size(), first + limit);
+  return {first, last};
+}
+
+class session_impl final : public wire::Session::Server {
+public:
+  session_impl(rpc_context& ctx, const bridge_targets& targets, session_registry& registry,
+               token_info scope)
+    : ctx_(ctx), targets_(targets), registry_(registry), scope_(std::move(scope)) {
+    registry_.add(scope_.token_id, this);
+  }
+  ~session_impl() { registry_.remove(scope_.token_id, this); }
+
+  void revoke() { revoked_ = true; }
+
+  kj::Promise<void> info(InfoContext ctx) override {
+    auto pass = admit();
+    return ask<std::vector<actor_snapshot>>(targets_.admin, admin::list_atom::value)
+      .then([this, ctx](std::vector<actor_snapshot> actors) mutable {
+        fill(ctx.getResults().initInfo(), targets_.facts, scope_.environment,
+             static_cast<uint32_t>(actors.size()));
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> listActors(ListActorsContext ctx) override {
+    auto pass = admit();
+    return ask<std::vector<actor_snapshot>>(targets_.admin, admin::list_atom::value)
+      .then([ctx](std::vector<actor_snapshot> actors) mutable {
+        auto [first, last] = page_bounds(
+          actors, [](const actor_snapshot& s) { return s.name; }, ctx.getParams().getPage());
+        auto results = ctx.getResults();
+        auto out = results.initActors(static_cast<unsigned>(last - first));
+        for (size_t i = first; i < last; ++i)
+          fill(out[static_cast<unsigned>(i - first)], actors[i]);
+        results.initPage().setNextCursor(last < actors.size() ? actors[last - 1].name : "");
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> inspectActor(InspectActorContext ctx) override {
+    auto pass = admit();
+    std::string name = ctx.getParams().getName();
+    return ask<actor_snapshot>(targets_.admin, inspect_atom::value, name)
+      .then([ctx](actor_snapshot snap) mutable { fill(ctx.getResults().initActor(), snap); })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> createToken(CreateTokenContext ctx) override {
+    auto pass = admit();
+    std::string environment = ctx.getParams().getEnvironment();
+    if (environment.empty())
+      environment = scope_.environment;
+    if (environment != scope_.environment)
+      throw_error(errc::permission_denied,
+                  "this session is scoped to environment '" + scope_.environment
+                    + "' and cannot create tokens for '" + environment + "'");
+    std::string label = ctx.getParams().getLabel();
+    return ask<minted_token>(targets_.gateway, mint_atom::value, environment, label)
+      .then([ctx](minted_token token) mutable {
+        auto results = ctx.getResults();
+        results.setToken(token.secret);
+        fill(results.initInfo(), token.info);
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> listTokens(ListTokensContext ctx) override {
+    auto pass = admit();
+    return ask<std::vector<token_info>>(targets_.gateway, list_atom::value)
+      .then([ctx, env = scope_.environment](std::vector<token_info> all) mutable {
+        std::vector<token_info> tokens;
+        for (auto& t : all)
+          if (t.environment == env)
+            tokens.push_back(std::move(t));
+        auto [first, last] = page_bounds(
+          tokens, [](const token_info& t) { return t.token_id; }, ctx.getParams().getPage());
+        auto results = ctx.getResults();
+        auto out = results.initTokens(static_cast<unsigned>(last - first));
+        for (size_t i = first; i < last; ++i)
+          fill(out[static_cast<unsigned>(i - first)], tokens[i]);
+        results.initPage().setNextCursor(last < tokens.size() ? tokens[last - 1].token_id : "");
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> revokeToken(RevokeTokenContext ctx) override {
+    auto pass = admit();
+    std::string token_id = ctx.getParams().getTokenId();
+    // Scope check: the token must belong to this session's environment.
+    return ask<std::vector<token_info>>(targets_.gateway, list_atom::value)
+      .then([this, token_id](std::vector<token_info> all) {
+        for (const auto& t : all)
+          if (t.token_id == token_id && t.environment != scope_.environment)
+            throw_error(errc::permission_denied,
+                        "token " + token_id + " belongs to another environment");
+        return ask<std::string>(targets_.gateway, revoke_atom::value, token_id);
+      })
+      .then([this](std::string revoked) {
+        registry_.for_each(revoked, [](session_impl& s) { s.revoke(); });
+      })
+      .attach(kj::mv(pass));
+  }
+
+private:
+  [[noreturn]] static void throw_error(errc code, const std::string& message) {
+    kj::throwFatalException(bridge::to_kj_exception(code, message));
+  }
+
+  /// Every method starts here: refuse when revoked or shutting down, else hold a gate pass.
+  kj::Own<call_gate::pass> admit() {
+    if (revoked_)
+      throw_error(errc::unauthenticated,
+                  "token " + scope_.token_id + " was revoked; authenticate again with a valid token");
+    return ctx_.gate.enter();
+  }
+
+  template <class R, class Handle, class... Ts>
+  kj::Promise<R> ask(const Handle& dest, Ts... xs) {
+    return bridge::ask<R>(*targets_.sys, dest, bridge::default_timeout, std::move(xs)...);
+  }
+
+  rpc_context& ctx_;
+  const bridge_targets& targets_;
+  session_registry& registry_;
+  token_info scope_;
+  bool revoked_ = false;
+};
+
+class gateway_impl final : public wire::Gateway::Server {
+public:
+  gateway_impl(rpc_context& ctx, bridge_targets targets)
+    : ctx_(ctx), targets_(std::move(targets)) {
+    targets_.facts.listen_address = ctx_.address;
+  }
+
+  kj::Promise<void> authenticate(AuthenticateContext ctx) override {
+    auto pass = ctx_.gate.enter();
+    std::string token = ctx.getParams().getToken();
+    return bridge::ask<token_info>(*targets_.sys, targets_.gateway, bridge::default_timeout,
+                                   authenticate_atom::value, token)
+      .then([this, ctx](token_info scope) mutable {
+        auto results = ctx.getResults();
+        fill(results.initInfo(), targets_.facts, scope.environment, 0);
+        results.setSession(kj::heap<session_impl>(ctx_, targets_, registry_, std::move(scope)));
+      })
+      .attach(kj::mv(pass));
+  }
+
+private:
+  rpc_context& ctx_;
+  bridge_targets targets_;
+  session_registry registry_;
+};
+
+} // namespace
+
+capnp::Capability::Client make_bootstrap(rpc_context& ctx, bridge_targets targets) {
+  return kj::heap<gateway_impl>(ctx, std::move(targets));
+}
+
+} // namespace shoal::gateway

@@ -1,0 +1,212 @@
+#include "runtime/daemon.hpp"
+
+#include <chrono>
+#include <unistd.h>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include "actors/admin/admin_actor.hpp"
+#include "actors/gateway/gateway_actor.hpp"
+#include "actors/gateway/gateway_bridge.hpp"
+#include "actors/gateway/token_registry.hpp"
+#include "actors/node_agent/node_agent_actor.hpp"
+#include "runtime/errc.hpp"
+#include "runtime/log.hpp"
+#include "runtime/rpc_server.hpp"
+#include "runtime/state_dir.hpp"
+#include "storage/key.hpp"
+#include "storage/store.hpp"
+#include "storage/writer.hpp"
+
+namespace shoal {
+
+namespace {
+
+constexpr const char* bootstrap_environment = "main";
+
+int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+/// The node id is minted once per state dir and kept in meta/node_id.
+caf::expected<std::string> load_or_create_node_id(storage::store& db) {
+  auto k = storage::key{}.str("node_id").bytes();
+  auto existing = db.get(storage::table::meta, k);
+  if (!existing)
+    return existing.error();
+  if (*existing)
+    return **existing;
+  char host[64] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  auto id = std::string{"node-"} + host + "-" + std::to_string(now_ms() % 1000000007);
+  storage::write_batch batch;
+  batch.put(storage::table::meta, k, id);
+  if (auto err = db.write(batch, true))
+    return err;
+  return id;
+}
+
+/// On a fresh state dir: mint the admin token. The file is written before the record, so a crash
+/// in between leaves no token on disk and the next start simply mints again.
+caf::error ensure_bootstrap_token(storage::store& db, const state_dir& dir) {
+  gateway::token_registry tokens{db};
+  auto empty = tokens.empty();
+  if (!empty)
+    return empty.error();
+  if (!*empty)
+    return {};
+  storage::write_batch batch;
+  auto minted = tokens.mint(bootstrap_environment, "bootstrap admin", now_ms(), batch);
+  if (!minted)
+    return minted.error();
+  if (auto err = dir.write_file("admin.token", minted->secret + "\n", 0600))
+    return err;
+  if (auto err = db.write(batch, true))
+    return err;
+  log::info("bootstrap_token_created")
+    .kv("token_id", minted->info.token_id)
+    .kv("environment", bootstrap_environment)
+    .kv("path", dir.file("admin.token"));
+  return {};
+}
+
+} // namespace
+
+struct daemon::parts {
+  daemon_config config;
+  node_facts facts;
+  std::unique_ptr<state_dir> dir;
+  std::unique_ptr<storage::store> db;
+  caf::actor_system_config actor_config;
+  std::unique_ptr<caf::actor_system> sys;
+  storage::writer_actor writer;
+  admin::admin_actor admin;
+  gateway::gateway_actor gateway;
+  node_agent::node_agent_actor agent;
+  std::unique_ptr<rpc_server> rpc;
+  bool stopped = false;
+};
+
+daemon::daemon(std::unique_ptr<parts> p) : parts_(std::move(p)) {}
+
+daemon::~daemon() { stop(); }
+
+const node_facts& daemon::facts() const noexcept { return parts_->facts; }
+
+caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
+  log::set_min_level(cfg.log_level);
+  // Owned by the daemon from the start: on any failure below, ~daemon() takes down what exists.
+  std::unique_ptr<daemon> result{new daemon(std::make_unique<parts>())};
+  auto* p = result->parts_.get();
+  p->config = cfg;
+
+  auto dir = state_dir::acquire(cfg.state_dir);
+  if (!dir)
+    return dir.error();
+  p->dir = std::move(*dir);
+  log::info("starting")
+    .kv("version", shoal_version)
+    .kv("pid", static_cast<int64_t>(::getpid()))
+    .kv("state_dir", p->dir->path())
+    .kv("roles", cfg.control && cfg.worker ? "control,worker" : cfg.control ? "control" : "worker");
+
+  auto db = storage::store::open(p->dir->db_path());
+  if (!db)
+    return db.error();
+  p->db = std::move(*db);
+
+  auto node_id = load_or_create_node_id(*p->db);
+  if (!node_id)
+    return node_id.error();
+  if (auto err = ensure_bootstrap_token(*p->db, *p->dir))
+    return err;
+
+  p->facts.version = shoal_version;
+  p->facts.node_id = *node_id;
+  p->facts.roles = cfg.roles();
+  p->facts.state_dir = p->dir->path();
+  p->facts.pid = static_cast<uint32_t>(::getpid());
+  p->facts.started_at_ms = now_ms();
+  p->facts.schema_version = p->db->schema_version();
+
+  if (cfg.scheduler_threads > 0)
+    p->actor_config.set("scheduler.max-threads", cfg.scheduler_threads);
+  p->sys = std::make_unique<caf::actor_system>(p->actor_config);
+  auto& sys = *p->sys;
+
+  p->writer = storage::spawn_writer(sys, *p->db);
+  p->admin = admin::spawn_admin(sys);
+  p->gateway = gateway::spawn_gateway(sys, *p->db, p->writer);
+  auto enroll = [&](const char* name, const auto& handle) {
+    caf::anon_send(p->admin, admin::register_atom::value, std::string{name},
+                   caf::actor_cast<inspectable_actor>(handle));
+  };
+  enroll("storage_writer", p->writer);
+  enroll("gateway", p->gateway);
+  if (cfg.worker) {
+    p->agent = node_agent::spawn_node_agent(sys, node_agent::measure_capacity({}));
+    enroll("node_agent", p->agent);
+  }
+
+  gateway::bridge_targets targets{&sys, p->gateway, p->admin, p->facts};
+  auto rpc = rpc_server::start(cfg.listen, [targets](rpc_context& ctx) {
+    return gateway::make_bootstrap(ctx, targets);
+  });
+  if (!rpc)
+    return rpc.error();
+  p->rpc = std::move(*rpc);
+  p->facts.listen_address = p->rpc->address();
+
+  if (auto err = p->dir->write_file("shoald.addr", p->facts.listen_address + "\n", 0644))
+    return err;
+  log::info("ready")
+    .kv("addr", p->facts.listen_address)
+    .kv("node_id", p->facts.node_id)
+    .kv("schema_version", static_cast<int64_t>(p->facts.schema_version));
+  return result;
+}
+
+void daemon::stop() {
+  auto& p = *parts_;
+  if (p.stopped || !p.dir)
+    return;
+  p.stopped = true;
+  log::info("stopping");
+  p.dir->remove_file("shoald.addr");
+  if (p.rpc)
+    p.rpc->stop(p.config.drain_timeout);
+  p.rpc.reset();
+  log::info("rpc_stopped");
+  if (p.sys && p.writer) {
+    // Ask the writer to make everything acknowledged so far durable before anyone exits.
+    caf::scoped_actor self{*p.sys};
+    self->request(p.writer, std::chrono::seconds(30), storage::flush_atom::value)
+      .receive([]() {},
+               [](caf::error& err) {
+                 log::error("final_flush_failed").kv("error", message_of(err));
+               });
+    for (auto handle : {caf::actor_cast<caf::actor>(p.agent), caf::actor_cast<caf::actor>(p.gateway),
+                        caf::actor_cast<caf::actor>(p.admin), caf::actor_cast<caf::actor>(p.writer)})
+      if (handle)
+        caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
+    p.agent = nullptr;
+    p.gateway = nullptr;
+    p.admin = nullptr;
+    p.writer = nullptr;
+  }
+  p.sys.reset(); // joins every actor
+  log::info("actors_stopped");
+  if (p.db) {
+    if (auto err = p.db->flush())
+      log::error("store_flush_failed").kv("error", message_of(err));
+    p.db.reset();
+  }
+  log::info("stopped");
+  p.dir.reset();
+}
+
+} // namespace shoal

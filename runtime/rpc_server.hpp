@@ -1,0 +1,71 @@
+#pragma once
+/// `rpc_server`: the kj thread that hosts shoald's Cap'n Proto server.
+///
+/// `start` spawns the thread, sets up kj's async I/O there, listens on the given address and
+/// serves the bootstrap capability made by `make_bootstrap` (called once, on the kj thread) to
+/// every connection. Everything kj lives and dies on that thread; other threads reach it only
+/// through `mailbox()` and `stop()`.
+///
+/// Ordered stop (`stop`): stop accepting → close the call gate and wait for in-flight calls (at
+/// most `drain`) → drop every connection → close the mailbox → join the thread.
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <capnp/capability.h>
+#include <caf/expected.hpp>
+
+#include "runtime/call_gate.hpp"
+#include "runtime/kj_mailbox.hpp"
+
+namespace kj {
+class Timer;
+}
+
+namespace shoal {
+
+/// What a bootstrap capability may use; valid for the server's lifetime, kj thread only.
+struct rpc_context {
+  std::string address; ///< the bound "host:port"
+  call_gate& gate;
+  kj_mailbox& mailbox;
+  kj::Timer& timer;
+};
+
+/// Splits "host:port" / "[v6]:port". False for anything else.
+bool split_host_port(const std::string& address, std::string& host, uint16_t& port);
+
+class rpc_server {
+public:
+  using bootstrap_factory = std::function<capnp::Capability::Client(rpc_context&)>;
+
+  /// Returns once the server listens, or with errc::invalid_argument (bad address) /
+  /// errc::unavailable (cannot listen: the message says why, e.g. address in use).
+  [[nodiscard]] static caf::expected<std::unique_ptr<rpc_server>>
+  start(const std::string& listen_address, bootstrap_factory make_bootstrap);
+
+  ~rpc_server();
+
+  /// The bound address, "host:port" with the real port when 0 was asked for.
+  const std::string& address() const noexcept { return address_; }
+
+  kj_mailbox& mailbox() noexcept { return mailbox_; }
+
+  /// Ordered stop; idempotent. Any thread but the kj thread.
+  void stop(std::chrono::milliseconds drain);
+
+  struct shared;
+
+private:
+  rpc_server() = default;
+
+  std::string address_;
+  kj_mailbox mailbox_;
+  std::unique_ptr<shared> shared_;
+  std::thread thread_;
+};
+
+} // namespace shoal

@@ -1,0 +1,62 @@
+@0xf6e0aee897a6707f;
+# The client's entry point. A fresh connection can do one thing: authenticate. Everything else
+# comes from the Session capability that authentication returns, scoped to one environment.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("shoal::wire");
+
+using Common = import "common.capnp";
+
+interface Gateway {
+  # Bootstrap capability of every shoald. Fails with [unauthenticated] for an empty, malformed,
+  # unknown or revoked token.
+  authenticate @0 (token :Text, clientVersion :Text) -> (session :Session, info :ClusterInfo);
+}
+
+struct ClusterInfo {
+  version @0 :Text;              # shoald's version, "0.1.0"
+  nodeId @1 :Text;               # stable id of this node, kept in the state dir
+  roles @2 :List(Text);          # the roles this process hosts: "control", "worker"
+  listenAddress @3 :Text;        # host:port the RPC server listens on
+  stateDir @4 :Text;
+  pid @5 :UInt32;
+  startedAtMs @6 :Int64;         # Unix epoch, milliseconds
+  environment @7 :Text;          # the environment this session is scoped to
+  schemaVersion @8 :UInt32;      # state dir schema version
+  actorCount @9 :UInt32;
+}
+
+struct ActorSnapshot {
+  # What every actor reports when inspected (see runtime/inspect.hpp).
+  name @0 :Text;                 # unique within the process: "gateway", "storage_writer"
+  kind @1 :Text;                 # the service it implements: "gateway", "node_agent"
+  state @2 :Text;                # its lifecycle state, as in its state diagram: "running"
+  mailboxDepth @3 :UInt64;       # messages waiting when the snapshot was taken
+  counters @4 :List(Common.Counter);
+  details @5 :List(Common.KeyValue);
+}
+
+struct TokenInfo {
+  tokenId @0 :Text;              # public part of the token, "tok-<hex>"
+  environment @1 :Text;
+  label @2 :Text;
+  createdAtMs @3 :Int64;
+}
+
+interface Session {
+  info @0 () -> (info :ClusterInfo);
+
+  listActors @1 (page :Common.PageRequest) -> (actors :List(ActorSnapshot), page :Common.PageInfo);
+
+  inspectActor @2 (name :Text) -> (actor :ActorSnapshot);
+  # [not_found] when no actor has that name.
+
+  createToken @3 (environment :Text, label :Text) -> (token :Text, info :TokenInfo);
+  # The secret `token` is returned exactly once; the server keeps only its hash.
+  # An empty environment means the session's own.
+
+  listTokens @4 (page :Common.PageRequest) -> (tokens :List(TokenInfo), page :Common.PageInfo);
+
+  revokeToken @5 (tokenId :Text) -> ();
+  # [not_found] for an unknown id. Sessions opened with the token stop working.
+}

@@ -1,0 +1,140 @@
+#include "storage/writer.hpp"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include <caf/actor_system.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "runtime/errc.hpp"
+#include "runtime/log.hpp"
+
+namespace shoal::storage {
+
+namespace {
+
+/// Private to the writer: it sends this to itself when a group starts. The message queues behind
+/// every request already in the mailbox, so handling it means "the mailbox is drained".
+using commit_atom = caf::atom_constant<caf::atom("wr_commit")>;
+
+/// The writer's own interface: the public one plus the private commit message. Only
+/// `writer_actor` handles leave this file.
+using writer_impl_actor = writer_actor::extend<caf::reacts_to<commit_atom>>;
+
+/// The replies are empty (`with<void>`); a typed_response_promise<void> cannot deliver an empty
+/// message in 0.17.6, the untyped promise can (`deliver(caf::unit)`).
+using done_promise = caf::response_promise;
+
+class writer_impl : public writer_impl_actor::base {
+public:
+  using super = writer_impl_actor::base;
+
+  writer_impl(caf::actor_config& cfg, store* db) : super(cfg), db_(db) {
+    // nop
+  }
+
+  const char* name() const override {
+    return "storage_writer";
+  }
+
+  behavior_type make_behavior() override {
+    return {
+      [this](write_atom, write_batch& batch) -> caf::result<void> {
+        auto& ops = pending_.ops;
+        ops.insert(ops.end(), std::make_move_iterator(batch.ops.begin()),
+                   std::make_move_iterator(batch.ops.end()));
+        ++group_writes_;
+        return join_group();
+      },
+      [this](flush_atom) -> caf::result<void> {
+        // Acknowledged writes are durable already; a flush only waits for the group that is
+        // being collected, i.e. for the writes that were sent before it.
+        if (waiters_.empty())
+          return caf::unit;
+        return join_group();
+      },
+      [this](commit_atom) { commit(); },
+      [this](inspect_atom) { return snapshot(); },
+    };
+  }
+
+  /// Runs however the writer stops (exit message, kill, system shutdown): what was accepted
+  /// but not yet committed is committed now, so no accepted request is left without a reply.
+  /// Requests still in the mailbox get CAF's request_receiver_down error, never a success.
+  void on_exit() override {
+    if (!waiters_.empty())
+      commit();
+    super::on_exit();
+  }
+
+private:
+  done_promise join_group() {
+    auto rp = make_response_promise();
+    waiters_.push_back(rp);
+    if (!commit_scheduled_) {
+      commit_scheduled_ = true;
+      send(caf::actor_cast<writer_impl_actor>(this), commit_atom::value);
+    }
+    return rp;
+  }
+
+  /// Writes the collected group with one synced batch, then answers every request in it.
+  void commit() {
+    commit_scheduled_ = false;
+    if (waiters_.empty())
+      return;
+    auto batch = std::exchange(pending_, write_batch{});
+    auto waiters = std::exchange(waiters_, {});
+    auto writes = std::exchange(group_writes_, 0);
+    for (auto& rp : waiters) rp.deliver(caf::unit);
+    if (auto err = db_->write(batch, /*sync=*/true)) {
+      ++sync_errors_;
+      log::error("storage_group_commit_failed")
+        .kv("requests", waiters.size())
+        .kv("ops", batch.ops.size())
+        .kv("error", message_of(err));
+      for (auto& rp : waiters)
+        rp.deliver(err);
+      return;
+    }
+    ++batches_committed_;
+    writes_committed_ += writes;
+    largest_group_ = std::max(largest_group_, writes);
+    for (auto& rp : waiters)
+      rp.deliver(caf::unit);
+  }
+
+  actor_snapshot snapshot() {
+    auto s = snapshot_of(this, "storage_writer", "storage_writer",
+                         waiters_.empty() ? "idle" : "collecting");
+    s.counter("batches_committed", batches_committed_)
+      .counter("writes_committed", writes_committed_)
+      .counter("largest_group", largest_group_)
+      .counter("sync_errors", sync_errors_)
+      .counter("pending_ops", static_cast<int64_t>(pending_.ops.size()));
+    return s;
+  }
+
+  store* db_;
+
+  // The group being collected: every write's ops, and the promise of every request (writes and
+  // flushes) that is answered when the group is durable.
+  write_batch pending_;
+  std::vector<done_promise> waiters_;
+  int64_t group_writes_ = 0;
+  bool commit_scheduled_ = false;
+
+  int64_t batches_committed_ = 0;
+  int64_t writes_committed_ = 0;
+  int64_t largest_group_ = 0;
+  int64_t sync_errors_ = 0;
+};
+
+} // namespace
+
+writer_actor spawn_writer(caf::actor_system& sys, store& db) {
+  return sys.spawn<writer_impl, caf::detached>(&db);
+}
+
+} // namespace shoal::storage

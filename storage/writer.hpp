@@ -1,0 +1,53 @@
+#pragma once
+/// `writer`: the storage group-commit actor.
+///
+/// Every component that must acknowledge durability sends its mutations here. The writer appends
+/// each request's batch to a pending WriteBatch; when it has drained its mailbox (it checks with a
+/// private commit message sent to itself on the first request of a group, which queues behind
+/// every request that arrived meanwhile), it writes the whole group with one synced
+/// `store::write` and only then replies to every request in it. So N concurrent writers share one
+/// fsync, and a reply always means "on stable storage". Requests that arrive during the fsync
+/// form the next group.
+///
+/// It runs detached (its own thread) because the fsync blocks.
+///
+/// Stopping: send an exit message with a non-normal reason (`anon_send_exit(w,
+/// caf::exit_reason::user_shutdown)`; like any CAF actor it ignores `normal`). Requests that
+/// reached the writer before the exit message are committed and acknowledged; later ones get
+/// CAF's request_receiver_down error. A success reply is never sent for data that is not synced.
+///
+/// State diagram:
+///     idle --write--> collecting --commit (self-sent)--> syncing --ok--> idle
+///                                                                \--error--> idle (every request
+///                                                                       in the group gets it)
+///     any --exit--> commit what is collected, then stop (ordered shutdown)
+/// A flush joins the group being collected, or is answered at once when idle.
+
+#include <memory>
+
+#include <caf/fwd.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "runtime/inspect.hpp"
+#include "storage/store.hpp"
+
+namespace shoal::storage {
+
+using write_atom = caf::atom_constant<caf::atom("write")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+
+/// `write_atom, write_batch` -> an empty reply once durable (or a storage_failure error).
+/// `flush_atom` -> an empty reply once every write sent before it is durable (used by shutdown).
+///
+/// The replies carry no value, so they are `with<void>`: requesters handle them with `[]() {...}`.
+/// Not `with<caf::unit_t>`: in CAF 0.17.6 a unit reply travels as an empty message, which never
+/// matches the `[](caf::unit_t)` handler the type checker demands, so every such request ends in
+/// sec::unexpected_response (checked with a probe program).
+using writer_actor = caf::typed_actor<caf::replies_to<write_atom, write_batch>::with<void>,
+                                      caf::replies_to<flush_atom>::with<void>,
+                                      inspect_handler>;
+
+/// Spawns the writer (detached). `db` must outlive the actor.
+writer_actor spawn_writer(caf::actor_system& sys, store& db);
+
+} // namespace shoal::storage

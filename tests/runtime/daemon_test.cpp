@@ -1,0 +1,182 @@
+/// The daemon wired up for real: RocksDB in a temp state dir, the RPC server on a loopback port,
+/// and the C++ client core talking Cap'n Proto to it.
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <set>
+#include <unistd.h>
+
+#include "runtime/client/client.hpp"
+#include "runtime/daemon.hpp"
+#include "runtime/errc.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using shoal::client::connection;
+using shoal::client::rpc_error;
+
+namespace {
+
+shoal::daemon_config config_for(const std::string& dir) {
+  shoal::daemon_config cfg;
+  cfg.state_dir = dir;
+  cfg.listen = "127.0.0.1:0";
+  cfg.scheduler_threads = 2;
+  cfg.drain_timeout = std::chrono::milliseconds(1000);
+  cfg.log_level = shoal::log::level::warn;
+  return cfg;
+}
+
+std::string read_line(const std::string& path) {
+  std::ifstream in{path};
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+std::string error_code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const rpc_error& e) {
+    return e.code();
+  }
+  return "none";
+}
+
+} // namespace
+
+TEST_CASE("a client with the bootstrap token sees the node's info and its actors") {
+  shoal::test::temp_dir tmp;
+  auto d = shoal::daemon::start(config_for(tmp.path()));
+  REQUIRE(d);
+  const auto& facts = (*d)->facts();
+  CHECK(read_line(tmp.sub("shoald.addr")) == facts.listen_address);
+
+  auto conn = connection::open(facts.listen_address, read_line(tmp.sub("admin.token")));
+  CHECK(conn->hello().environment == "main");
+  auto info = conn->info();
+  CHECK(info.version == shoal::shoal_version);
+  CHECK(info.pid == static_cast<uint32_t>(::getpid()));
+  CHECK(info.roles == std::vector<std::string>{"control", "worker"});
+  CHECK(info.node_id == facts.node_id);
+
+  auto actors = conn->list_actors();
+  std::set<std::string> names;
+  for (const auto& a : actors)
+    names.insert(a.name);
+  CHECK(names == std::set<std::string>{"admin", "gateway", "node_agent", "storage_writer"});
+  CHECK(info.actor_count == actors.size());
+  for (const auto& a : actors)
+    CHECK(a.state != "unresponsive");
+
+  auto gateway = conn->inspect_actor("gateway");
+  CHECK(gateway.kind == "gateway");
+  bool has_auth_counter = false;
+  for (const auto& [name, value] : gateway.counters)
+    has_auth_counter = has_auth_counter || (name == "authentications" && value >= 1);
+  CHECK(has_auth_counter);
+
+  try {
+    conn->inspect_actor("gatway");
+    FAIL("inspecting a missing actor must fail");
+  } catch (const rpc_error& e) {
+    CHECK(e.code() == "not_found");
+    CHECK(e.message().find("'gatway'") != std::string::npos);
+  }
+}
+
+TEST_CASE("wrong and missing tokens are refused and reach nothing") {
+  shoal::test::temp_dir tmp;
+  auto d = shoal::daemon::start(config_for(tmp.path()));
+  REQUIRE(d);
+  auto addr = (*d)->facts().listen_address;
+  auto good = read_line(tmp.sub("admin.token"));
+  auto bad = good;
+  bad.back() = bad.back() == 'a' ? 'b' : 'a';
+  CHECK(error_code_of([&] { connection::open(addr, bad); }) == "unauthenticated");
+  CHECK(error_code_of([&] { connection::open(addr, ""); }) == "unauthenticated");
+  CHECK(error_code_of([&] { connection::open(addr, "not-a-token"); }) == "unauthenticated");
+}
+
+TEST_CASE("a new token works until it is revoked, and revocation cuts its open sessions") {
+  shoal::test::temp_dir tmp;
+  auto d = shoal::daemon::start(config_for(tmp.path()));
+  REQUIRE(d);
+  auto addr = (*d)->facts().listen_address;
+  auto admin = connection::open(addr, read_line(tmp.sub("admin.token")));
+  auto [secret, info] = admin->create_token("", "ci");
+  CHECK(info.environment == "main");
+  CHECK(info.label == "ci");
+  auto second = connection::open(addr, secret);
+  CHECK(second->info().environment == "main");
+  auto listed = admin->list_tokens();
+  CHECK(listed.size() == 2);
+
+  CHECK(error_code_of([&] { admin->create_token("prod", "x"); }) == "permission_denied");
+
+  admin->revoke_token(info.token_id);
+  CHECK(error_code_of([&] { second->info(); }) == "unauthenticated");
+  CHECK(error_code_of([&] { connection::open(addr, secret); }) == "unauthenticated");
+  CHECK(error_code_of([&] { admin->revoke_token(info.token_id); }) == "not_found");
+}
+
+TEST_CASE("a second daemon on the same state dir refuses to start") {
+  shoal::test::temp_dir tmp;
+  auto first = shoal::daemon::start(config_for(tmp.path()));
+  REQUIRE(first);
+  auto second = shoal::daemon::start(config_for(tmp.path()));
+  REQUIRE_FALSE(second);
+  CHECK(shoal::code_of(second.error()) == shoal::errc::state_dir_locked);
+  CHECK(shoal::message_of(second.error()).find("pid " + std::to_string(::getpid()))
+        != std::string::npos);
+  // The refused start must not have disturbed the running one.
+  CHECK(connection::open((*first)->facts().listen_address, read_line(tmp.sub("admin.token"))));
+}
+
+TEST_CASE("an unreachable daemon is reported as unavailable with the address") {
+  shoal::test::temp_dir tmp;
+  std::string addr;
+  {
+    auto d = shoal::daemon::start(config_for(tmp.path()));
+    REQUIRE(d);
+    addr = (*d)->facts().listen_address;
+  } // stopped: nothing listens on addr any more
+  try {
+    connection::open(addr, "tok-0000000000000000.000000000000000000000000000000000000000000000000");
+    FAIL("connecting to a stopped daemon must fail");
+  } catch (const rpc_error& e) {
+    CHECK(e.code() == "unavailable");
+    CHECK(e.message().find(addr) != std::string::npos);
+  }
+}
+
+TEST_CASE("tokens and the node id survive a restart, and the addr file goes with the daemon") {
+  shoal::test::temp_dir tmp;
+  std::string secret;
+  std::string node_id;
+  {
+    auto d = shoal::daemon::start(config_for(tmp.path()));
+    REQUIRE(d);
+    node_id = (*d)->facts().node_id;
+    auto admin = connection::open((*d)->facts().listen_address, read_line(tmp.sub("admin.token")));
+    secret = admin->create_token("main", "survivor").first;
+    admin->close();
+    (*d)->stop();
+    CHECK(::access(tmp.sub("shoald.addr").c_str(), F_OK) != 0);
+  }
+  auto d = shoal::daemon::start(config_for(tmp.path()));
+  REQUIRE(d);
+  CHECK((*d)->facts().node_id == node_id);
+  auto conn = connection::open((*d)->facts().listen_address, secret);
+  CHECK(conn->info().environment == "main");
+}
+
+TEST_CASE("a listen address that is not host:port is refused before anything starts") {
+  shoal::test::temp_dir tmp;
+  auto cfg = config_for(tmp.path());
+  cfg.listen = "localhost";
+  auto d = shoal::daemon::start(cfg);
+  REQUIRE_FALSE(d);
+  CHECK(shoal::code_of(d.error()) == shoal::errc::invalid_argument);
+  CHECK(shoal::message_of(d.error()).find("'localhost'") != std::string::npos);
+}
