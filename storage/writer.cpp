@@ -30,7 +30,8 @@ class writer_impl : public writer_impl_actor::base {
 public:
   using super = writer_impl_actor::base;
 
-  writer_impl(caf::actor_config& cfg, store* db) : super(cfg), db_(db) {
+  writer_impl(caf::actor_config& cfg, commit_function commit)
+    : super(cfg), commit_(std::move(commit)) {
     // nop
   }
 
@@ -87,8 +88,7 @@ private:
     auto batch = std::exchange(pending_, write_batch{});
     auto waiters = std::exchange(waiters_, {});
     auto writes = std::exchange(group_writes_, 0);
-    for (auto& rp : waiters) rp.deliver(caf::unit);
-    if (auto err = db_->write(batch, /*sync=*/true)) {
+    if (auto err = commit_(batch)) {
       ++sync_errors_;
       log::error("storage_group_commit_failed")
         .kv("requests", waiters.size())
@@ -116,7 +116,7 @@ private:
     return s;
   }
 
-  store* db_;
+  commit_function commit_;
 
   // The group being collected: every write's ops, and the promise of every request (writes and
   // flushes) that is answered when the group is durable.
@@ -134,7 +134,11 @@ private:
 } // namespace
 
 writer_actor spawn_writer(caf::actor_system& sys, store& db) {
-  return sys.spawn<writer_impl, caf::detached>(&db);
+  return spawn_writer(sys, [&db](const write_batch& batch) { return db.write(batch, /*sync=*/true); });
+}
+
+writer_actor spawn_writer(caf::actor_system& sys, commit_function commit) {
+  return sys.spawn<writer_impl, caf::detached>(std::move(commit));
 }
 
 } // namespace shoal::storage

@@ -23,6 +23,7 @@
 ///     any --exit--> commit what is collected, then stop (ordered shutdown)
 /// A flush joins the group being collected, or is answered at once when idle.
 
+#include <functional>
 #include <memory>
 
 #include <caf/fwd.hpp>
@@ -47,7 +48,15 @@ using writer_actor = caf::typed_actor<caf::replies_to<write_atom, write_batch>::
                                       caf::replies_to<flush_atom>::with<void>,
                                       inspect_handler>;
 
-/// Spawns the writer (detached). `db` must outlive the actor.
+/// What the writer does with a group: apply `batch` atomically and return only once it is on
+/// stable storage. Called on the writer's thread, one call at a time.
+using commit_function = std::function<caf::error(const write_batch& batch)>;
+
+/// Spawns the writer (detached); groups go to `db.write(batch, /*sync=*/true)`. `db` must
+/// outlive the actor.
 writer_actor spawn_writer(caf::actor_system& sys, store& db);
+
+/// Spawns the writer (detached) over any commit function; tests pass one that blocks or fails.
+writer_actor spawn_writer(caf::actor_system& sys, commit_function commit);
 
 } // namespace shoal::storage
