@@ -138,29 +138,28 @@ caf::expected<std::unique_ptr<store>> store::open(const std::string& dir, store_
   if (!*found) {
     // No version: either a database created just now (possibly by an earlier open that died
     // before stamping it) or something that is not a Shoal state dir. Only an empty one is ours.
-    for (auto t : all_tables) {
-      bool has_data = false;
-      auto err = result->scan(t, {}, [&](std::string_view, std::string_view) {
-        has_data = true;
-        return false;
-      });
-      if (err)
-        return err;
-      if (has_data)
+    for (size_t i = 0; i < names.size(); ++i) {
+      std::unique_ptr<rocksdb::Iterator> it{db.db->NewIterator(rocksdb::ReadOptions{},
+                                                               db.handles[i])};
+      it->SeekToFirst();
+      if (!it->status().ok())
+        return failure("reading column family " + names[i], it->status());
+      if (it->Valid())
         return make_error(errc::incompatible_state,
-                          "state dir " + dir + " holds data but no schema version (table "
-                            + std::string{to_string(t)}
+                          "the database at " + dir + " holds data but no schema version "
+                            + "(column family " + names[i]
                             + " is not empty): it is not a Shoal state dir");
     }
   } else {
     auto version = parse_version(**found);
     if (!version)
-      return make_error(errc::incompatible_state, "state dir " + dir
-                                                    + " has an unreadable schema version \""
-                                                    + **found + "\": it is not a Shoal state dir");
+      return make_error(errc::incompatible_state,
+                        "the database at " + dir + " has an unreadable schema version \""
+                          + **found + "\": it is not a Shoal state dir");
     if (*version > current_schema_version)
       return make_error(errc::incompatible_state,
-                        "state dir " + dir + " was written by a newer shoald (schema version "
+                        "the database at " + dir
+                          + " was written by a newer shoald (schema version "
                           + std::to_string(*version) + "); this shoald understands up to version "
                           + std::to_string(current_schema_version)
                           + " — upgrade shoald or use another --state-dir");

@@ -134,7 +134,9 @@ private:
 } // namespace
 
 writer_actor spawn_writer(caf::actor_system& sys, store& db) {
-  return spawn_writer(sys, [&db](const write_batch& batch) { return db.write(batch, /*sync=*/true); });
+  return spawn_writer(sys, [&db](const write_batch& batch) {
+    return db.write(batch, /*sync=*/true);
+  });
 }
 
 writer_actor spawn_writer(caf::actor_system& sys, commit_function commit) {

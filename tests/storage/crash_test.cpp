@@ -29,10 +29,11 @@
 #include "storage/key.hpp"
 #include "storage/store.hpp"
 #include "tests/storage/crash_protocol.hpp"
-#include "tests/storage/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace shoal::storage;
 using namespace shoal::storage::test;
+using shoal::test::temp_dir;
 
 namespace {
 

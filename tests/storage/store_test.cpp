@@ -11,10 +11,10 @@
 
 #include "runtime/errc.hpp"
 #include "storage/key.hpp"
-#include "tests/storage/temp_dir.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace shoal::storage;
-using shoal::storage::test::temp_dir;
+using shoal::test::temp_dir;
 
 namespace {
 
@@ -64,7 +64,8 @@ std::vector<std::string> column_families(const std::string& dir) {
 TEST_CASE("each table is its own keyspace: a key put in one table is absent from the others") {
   temp_dir tmp;
   auto db = open_ok(tmp.path());
-  write_ok(*db, write_batch{}.put(table::calls, "k", "in calls").put(table::inputs, "k", "in inputs"));
+  write_ok(*db,
+           write_batch{}.put(table::calls, "k", "in calls").put(table::inputs, "k", "in inputs"));
   CHECK(get_ok(*db, table::calls, "k") == "in calls");
   CHECK(get_ok(*db, table::inputs, "k") == "in inputs");
   for (auto t : all_tables)
@@ -130,7 +131,9 @@ TEST_CASE("a prefix scan visits exactly the matching keys in key order and stops
   CHECK(scan_all(*db, table::calls, key{}.str("nothing").bytes()).empty());
   CHECK(scan_all(*db, table::calls, "").size() == 8);
   // A prefix ending in 0xFF bytes (no successor by incrementing the last byte) still works.
-  write_ok(*db, write_batch{}.put(table::dicts, "\xFF\xFF", "x").put(table::dicts, "\xFF\xFF\x01", "y")
+  write_ok(*db, write_batch{}
+                  .put(table::dicts, "\xFF\xFF", "x")
+                  .put(table::dicts, "\xFF\xFF\x01", "y")
                   .put(table::dicts, "\xFE", "z"));
   CHECK(scan_all(*db, table::dicts, "\xFF\xFF").size() == 2);
   CHECK(scan_all(*db, table::dicts, "\xFF").size() == 2);
@@ -163,7 +166,8 @@ TEST_CASE("opening creates a column family per table and keeps families it does 
     rocksdb::DB* raw = nullptr;
     REQUIRE(rocksdb::DB::Open(opt, tmp.path(), &raw).ok());
     rocksdb::ColumnFamilyHandle* extra = nullptr;
-    REQUIRE(raw->CreateColumnFamily(rocksdb::ColumnFamilyOptions{}, "from_the_future", &extra).ok());
+    REQUIRE(
+      raw->CreateColumnFamily(rocksdb::ColumnFamilyOptions{}, "from_the_future", &extra).ok());
     REQUIRE(raw->Put(rocksdb::WriteOptions{}, extra, "k", "v").ok());
     REQUIRE(raw->DestroyColumnFamilyHandle(extra).ok());
     delete raw;

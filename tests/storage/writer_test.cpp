@@ -1,5 +1,6 @@
 #include "storage/writer.hpp"
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -10,13 +11,28 @@
 #include "runtime/inspect.hpp"
 #include "storage/key.hpp"
 #include "storage/store.hpp"
-#include "tests/storage/temp_dir.hpp"
+#include "tests/storage/gated_commit.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace shoal::storage;
-using shoal::storage::test::temp_dir;
+using shoal::storage::test::gated_commit;
+using shoal::test::temp_dir;
 
 namespace {
 
+/// Only bounds how long a broken writer can hang a test; nothing waits for it to pass.
+constexpr auto reply_timeout = std::chrono::seconds(30);
+
+shoal::actor_snapshot inspect_writer(caf::actor_system& sys, const writer_actor& writer) {
+  caf::scoped_actor self{sys};
+  shoal::actor_snapshot out;
+  self->request(writer, reply_timeout, shoal::inspect_atom::value)
+    .receive([&](shoal::actor_snapshot& s) { out = std::move(s); },
+             [&](caf::error& err) { FAIL("inspect failed: " << sys.render(err)); });
+  return out;
+}
+
+/// A writer over the real store in a temp dir.
 struct writer_fixture {
   temp_dir tmp;
   std::unique_ptr<store> db;
@@ -43,12 +59,7 @@ struct writer_fixture {
   }
 
   shoal::actor_snapshot inspect() {
-    caf::scoped_actor self{*sys};
-    shoal::actor_snapshot out;
-    self->request(writer, caf::infinite, shoal::inspect_atom::value)
-      .receive([&](shoal::actor_snapshot& s) { out = std::move(s); },
-               [&](caf::error& err) { FAIL("inspect failed: " << sys->render(err)); });
-    return out;
+    return inspect_writer(*sys, writer);
   }
 
   std::string get(table t, const std::string& k) {
@@ -57,6 +68,35 @@ struct writer_fixture {
     return v->value_or("<missing>");
   }
 };
+
+/// A writer over `gated_commit`, so a test can hold a commit in progress.
+struct gated_fixture {
+  gated_commit gate;
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  writer_actor writer;
+
+  gated_fixture() {
+    cfg.set("scheduler.max-threads", 2);
+    sys = std::make_unique<caf::actor_system>(cfg);
+    writer = spawn_writer(*sys, gate.function());
+  }
+
+  ~gated_fixture() {
+    gate.open(); // a writer blocked at the gate would keep the actor system from shutting down
+    caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+    writer = nullptr;
+    sys.reset();
+  }
+};
+
+using write_handle = decltype(std::declval<caf::scoped_actor&>()->request(
+  std::declval<writer_actor&>(), reply_timeout, write_atom::value, write_batch{}));
+
+write_handle request_put(caf::scoped_actor& self, const writer_actor& w, const std::string& k) {
+  return self->request(w, reply_timeout, write_atom::value,
+                       write_batch{}.put(table::calls, k, "v"));
+}
 
 int64_t counter(const shoal::actor_snapshot& s, const std::string& name) {
   for (const auto& [n, v] : s.counters)
@@ -77,7 +117,7 @@ void client_step(caf::event_based_actor* self, writer_actor w, uint64_t first, i
     self->quit();
     return;
   }
-  self->request(w, caf::infinite, write_atom::value,
+  self->request(w, reply_timeout, write_atom::value,
                 write_batch{}.put(table::outputs, seq_key(first), std::to_string(first)))
     .then([=]() { client_step(self, w, first + 1, remaining - 1); },
           [=](caf::error& err) { self->quit(std::move(err)); });
@@ -91,11 +131,10 @@ TEST_CASE("a burst of queued writes is acknowledged, readable, and committed in 
   caf::scoped_actor self{*f.sys};
   // Send every request before waiting for any: they queue in the writer's mailbox while it syncs,
   // so each mailbox drain becomes one group.
-  using handle = decltype(self->request(f.writer, caf::infinite, write_atom::value, write_batch{}));
-  std::vector<handle> pending;
+  std::vector<write_handle> pending;
   for (int i = 0; i < n; ++i)
     pending.push_back(self->request(
-      f.writer, caf::infinite, write_atom::value,
+      f.writer, reply_timeout, write_atom::value,
       write_batch{}.put(table::inputs, seq_key(i), "v" + std::to_string(i))));
   int acked = 0;
   for (auto& h : pending)
@@ -148,7 +187,7 @@ TEST_CASE("a flush is answered after every write sent before it is durable") {
   caf::scoped_actor self{*f.sys};
   SECTION("with nothing pending it answers at once") {
     bool answered = false;
-    self->request(f.writer, caf::infinite, flush_atom::value)
+    self->request(f.writer, reply_timeout, flush_atom::value)
       .receive([&]() { answered = true; },
                [&](caf::error& err) { FAIL(f.sys->render(err)); });
     CHECK(answered);
@@ -160,7 +199,7 @@ TEST_CASE("a flush is answered after every write sent before it is durable") {
       self->send(f.writer, write_atom::value,
                  write_batch{}.put(table::chunks, seq_key(i), "c"));
     bool answered = false;
-    self->request(f.writer, caf::infinite, flush_atom::value)
+    self->request(f.writer, reply_timeout, flush_atom::value)
       .receive([&]() { answered = true; },
                [&](caf::error& err) { FAIL(f.sys->render(err)); });
     REQUIRE(answered);
@@ -175,14 +214,14 @@ TEST_CASE("a failed group commit reports the error to its requests and the write
   write_batch bad;
   bad.ops.push_back(write_op{write_op::kind::put, static_cast<table>(200), "k", "v"});
   caf::error failure;
-  self->request(f.writer, caf::infinite, write_atom::value, bad)
+  self->request(f.writer, reply_timeout, write_atom::value, bad)
     .receive([&]() { FAIL("a write to an unknown table was acknowledged"); },
              [&](caf::error& err) { failure = std::move(err); });
   REQUIRE(failure);
   CHECK(shoal::code_of(failure) == shoal::errc::invalid_argument);
 
   bool acked = false;
-  self->request(f.writer, caf::infinite, write_atom::value,
+  self->request(f.writer, reply_timeout, write_atom::value,
                 write_batch{}.put(table::volumes, "after", "ok"))
     .receive([&]() { acked = true; }, [&](caf::error& err) { FAIL(f.sys->render(err)); });
   CHECK(acked);
@@ -198,11 +237,9 @@ TEST_CASE("stopping the writer commits every request that reached it before the 
   constexpr int n = 100;
   {
     caf::scoped_actor self{*f.sys};
-    using handle =
-      decltype(self->request(f.writer, caf::infinite, write_atom::value, write_batch{}));
-    std::vector<handle> pending;
+    std::vector<write_handle> pending;
     for (int i = 0; i < n; ++i)
-      pending.push_back(self->request(f.writer, caf::infinite, write_atom::value,
+      pending.push_back(self->request(f.writer, reply_timeout, write_atom::value,
                                       write_batch{}.put(table::secrets, seq_key(i), "s")));
     // The exit message queues behind the requests (same mailbox, normal priority).
     self->monitor(f.writer);
@@ -218,7 +255,7 @@ TEST_CASE("stopping the writer commits every request that reached it before the 
 
     // A request after the exit gets an error, never an acknowledgement.
     bool failed = false;
-    self->request(f.writer, caf::infinite, write_atom::value,
+    self->request(f.writer, reply_timeout, write_atom::value,
                   write_batch{}.put(table::secrets, "late", "x"))
       .receive([&]() { FAIL("a write to a stopped writer was acknowledged"); },
                [&](caf::error&) { failed = true; });
@@ -227,4 +264,97 @@ TEST_CASE("stopping the writer commits every request that reached it before the 
   for (int i = 0; i < n; ++i)
     REQUIRE(f.get(table::secrets, seq_key(i)) == "s");
   CHECK(f.get(table::secrets, "late") == "<missing>");
+}
+
+TEST_CASE("no write is acknowledged before the commit of its group has returned") {
+  gated_fixture f;
+  caf::scoped_actor self{*f.sys};
+  f.gate.close();
+  auto first = request_put(self, f.writer, seq_key(0));
+  f.gate.wait_started(1); // the writer is inside the commit of {seq 0}
+  std::vector<write_handle> queued;
+  for (uint64_t i = 1; i <= 9; ++i)
+    queued.push_back(request_put(self, f.writer, seq_key(i)));
+  CHECK(self->mailbox().empty()); // no acknowledgement while the commit is in progress
+  f.gate.open();
+
+  int acked = 0;
+  first.receive([&]() { CHECK(f.gate.durable(seq_key(0))); ++acked; },
+                [&](caf::error& err) { FAIL(f.sys->render(err)); });
+  uint64_t i = 1;
+  for (auto& h : queued) {
+    auto k = seq_key(i++);
+    h.receive([&]() { CHECK(f.gate.durable(k)); ++acked; },
+              [&](caf::error& err) { FAIL(f.sys->render(err)); });
+  }
+  CHECK(acked == 10);
+  // The nine requests that queued behind the first commit form exactly one group.
+  CHECK(f.gate.groups() == std::vector<size_t>{1, 9});
+  auto s = inspect_writer(*f.sys, f.writer);
+  CHECK(counter(s, "batches_committed") == 2);
+  CHECK(counter(s, "writes_committed") == 10);
+  CHECK(counter(s, "largest_group") == 9);
+}
+
+TEST_CASE("a failed commit fails every request of its group and the next group is committed") {
+  gated_fixture f;
+  caf::scoped_actor self{*f.sys};
+  f.gate.fail_commit(2, shoal::make_error(shoal::errc::storage_failure, "disk on fire"));
+  f.gate.close();
+  auto first = request_put(self, f.writer, "first");
+  f.gate.wait_started(1);
+  std::vector<write_handle> doomed;
+  for (int i = 0; i < 3; ++i)
+    doomed.push_back(request_put(self, f.writer, "doomed" + std::to_string(i)));
+  f.gate.open();
+
+  first.receive([]() {}, [&](caf::error& err) { FAIL(f.sys->render(err)); });
+  for (auto& h : doomed) {
+    caf::error got;
+    h.receive([&]() { FAIL("a request of a failed group was acknowledged"); },
+              [&](caf::error& err) { got = std::move(err); });
+    CHECK(shoal::code_of(got) == shoal::errc::storage_failure);
+    CHECK(shoal::message_of(got) == "disk on fire");
+  }
+  bool acked = false;
+  request_put(self, f.writer, "after").receive([&]() { acked = true; },
+                                               [&](caf::error& err) { FAIL(f.sys->render(err)); });
+  CHECK(acked);
+  CHECK_FALSE(f.gate.durable("doomed0"));
+  CHECK(f.gate.durable("after"));
+  auto s = inspect_writer(*f.sys, f.writer);
+  CHECK(s.state == "idle");
+  CHECK(counter(s, "sync_errors") == 1);
+  CHECK(counter(s, "batches_committed") == 2);
+  CHECK(counter(s, "writes_committed") == 2);
+}
+
+TEST_CASE("an exit message commits the collected group first and later requests are refused") {
+  gated_fixture f;
+  caf::scoped_actor self{*f.sys};
+  self->monitor(f.writer);
+  f.gate.close();
+  auto first = request_put(self, f.writer, "first");
+  f.gate.wait_started(1);
+  // Queued behind the commit in progress: five writes, the exit message, one more write.
+  std::vector<write_handle> before_exit;
+  for (int i = 0; i < 5; ++i)
+    before_exit.push_back(request_put(self, f.writer, "before" + std::to_string(i)));
+  caf::anon_send_exit(f.writer, caf::exit_reason::user_shutdown);
+  auto after_exit = request_put(self, f.writer, "after");
+  f.gate.open();
+
+  first.receive([]() {}, [&](caf::error& err) { FAIL(f.sys->render(err)); });
+  for (auto& h : before_exit)
+    h.receive([]() {}, [&](caf::error& err) { FAIL(f.sys->render(err)); });
+  bool refused = false;
+  after_exit.receive([&]() { FAIL("a write after the exit message was acknowledged"); },
+                     [&](caf::error&) { refused = true; });
+  CHECK(refused);
+  self->receive([&](caf::down_msg& down) {
+    CHECK(down.reason == caf::exit_reason::user_shutdown);
+  });
+  // The five collected writes were committed by the exit path as one group.
+  CHECK(f.gate.groups() == std::vector<size_t>{1, 5});
+  CHECK_FALSE(f.gate.durable("after"));
 }
