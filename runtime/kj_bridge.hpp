@@ -33,7 +33,7 @@ kj::Exception to_kj_exception(const caf::error& err);
 inline constexpr std::chrono::seconds default_timeout{30};
 
 /// Sends `xs...` to `dest` and returns a promise for its reply of type `R` (use `void` for
-/// actors that reply with nothing useful: `caf::unit_t`). Call only on the kj thread.
+/// actors whose interface says `with<void>`). Call only on the kj thread.
 template <class R, class Handle, class... Ts>
 kj::Promise<R> ask(caf::actor_system& sys, const Handle& dest, caf::timespan timeout, Ts... xs) {
   auto paf = kj::newPromiseAndCrossThreadFulfiller<R>();

@@ -157,30 +157,84 @@ TEST_CASE("data written before closing the store is there after reopening it") {
   CHECK(get_ok(*db, table::meta, schema_version_key) == std::to_string(current_schema_version));
 }
 
-TEST_CASE("opening creates a column family per table and keeps families it does not know") {
+TEST_CASE("opening a new database creates one column family per table") {
   temp_dir tmp;
-  {
-    // A database made by "another build": the default family and one unknown family only.
-    rocksdb::Options opt;
-    opt.create_if_missing = true;
-    rocksdb::DB* raw = nullptr;
-    REQUIRE(rocksdb::DB::Open(opt, tmp.path(), &raw).ok());
-    rocksdb::ColumnFamilyHandle* extra = nullptr;
-    REQUIRE(
-      raw->CreateColumnFamily(rocksdb::ColumnFamilyOptions{}, "from_the_future", &extra).ok());
-    REQUIRE(raw->Put(rocksdb::WriteOptions{}, extra, "k", "v").ok());
-    REQUIRE(raw->DestroyColumnFamilyHandle(extra).ok());
-    delete raw;
-  }
   { auto db = open_ok(tmp.path()); }
-  std::vector<std::string> expected{"default", "from_the_future"};
+  std::vector<std::string> expected{"default"};
   for (auto t : all_tables)
     expected.emplace_back(to_string(t));
   std::sort(expected.begin(), expected.end());
   CHECK(column_families(tmp.path()) == expected);
-  // And again: a second open lists and opens all of them.
-  auto db = open_ok(tmp.path());
+}
+
+TEST_CASE("reopening recreates a missing table and keeps a column family it does not know") {
+  temp_dir tmp;
+  { auto db = open_ok(tmp.path()); }
+  {
+    // As another build might leave it: no `volumes` family, an extra one holding data.
+    std::vector<std::string> names;
+    REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions{}, tmp.path(), &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    for (const auto& name : names)
+      cfs.emplace_back(name, rocksdb::ColumnFamilyOptions{});
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    REQUIRE(rocksdb::DB::Open(rocksdb::DBOptions{}, tmp.path(), cfs, &handles, &raw).ok());
+    for (size_t i = 0; i < names.size(); ++i)
+      if (names[i] == "volumes")
+        REQUIRE(raw->DropColumnFamily(handles[i]).ok());
+    rocksdb::ColumnFamilyHandle* extra = nullptr;
+    REQUIRE(
+      raw->CreateColumnFamily(rocksdb::ColumnFamilyOptions{}, "from_the_future", &extra).ok());
+    REQUIRE(raw->Put(rocksdb::WriteOptions{}, extra, "k", "v").ok());
+    handles.push_back(extra);
+    for (auto* h : handles)
+      REQUIRE(raw->DestroyColumnFamilyHandle(h).ok());
+    delete raw;
+  }
+  std::vector<std::string> expected{"default", "from_the_future"};
+  for (auto t : all_tables)
+    expected.emplace_back(to_string(t));
+  std::sort(expected.begin(), expected.end());
+  REQUIRE(column_families(tmp.path()) != expected); // `volumes` is gone
+
+  {
+    auto db = open_ok(tmp.path());
+    write_ok(*db, write_batch{}.put(table::volumes, "vol", "back"));
+    CHECK(get_ok(*db, table::volumes, "vol") == "back");
+  }
   CHECK(column_families(tmp.path()) == expected);
+  // The unknown family's data is untouched.
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (const auto& name : expected)
+    cfs.emplace_back(name, rocksdb::ColumnFamilyOptions{});
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  REQUIRE(rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions{}, tmp.path(), cfs, &handles, &raw).ok());
+  auto pos = std::find(expected.begin(), expected.end(), "from_the_future") - expected.begin();
+  std::string value;
+  CHECK(raw->Get(rocksdb::ReadOptions{}, handles[pos], "k", &value).ok());
+  CHECK(value == "v");
+  for (auto* h : handles)
+    REQUIRE(raw->DestroyColumnFamilyHandle(h).ok());
+  delete raw;
+}
+
+TEST_CASE("a database that holds data but no schema version is not taken for a Shoal one") {
+  temp_dir tmp;
+  {
+    rocksdb::Options opt;
+    opt.create_if_missing = true;
+    rocksdb::DB* raw = nullptr;
+    REQUIRE(rocksdb::DB::Open(opt, tmp.path(), &raw).ok());
+    REQUIRE(raw->Put(rocksdb::WriteOptions{}, "someone else's", "data").ok());
+    delete raw;
+  }
+  auto db = store::open(tmp.path());
+  REQUIRE_FALSE(db);
+  CHECK(shoal::code_of(db.error()) == shoal::errc::incompatible_state);
+  CHECK_THAT(shoal::message_of(db.error()), Catch::Contains("not a Shoal state dir"));
+  CHECK_THAT(shoal::message_of(db.error()), Catch::Contains("default"));
 }
 
 TEST_CASE("a state dir written by a newer schema version is refused, naming both versions") {
@@ -201,7 +255,7 @@ TEST_CASE("a state dir written by a newer schema version is refused, naming both
   CHECK_THAT(msg, Catch::Contains("--state-dir"));
 }
 
-TEST_CASE("a database with data but no schema version is refused as not a Shoal state dir") {
+TEST_CASE("a Shoal database whose schema version was lost is refused, not restamped") {
   temp_dir tmp;
   {
     auto db = open_ok(tmp.path());
