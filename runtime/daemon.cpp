@@ -204,6 +204,7 @@ void daemon::stop() {
     if (auto err = p.db->flush())
       log::error("store_flush_failed").kv("error", message_of(err));
     p.db.reset();
+    log::info("storage_closed");
   }
   log::info("stopped");
   p.dir.reset();

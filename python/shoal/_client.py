@@ -54,10 +54,25 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text).strip()
 
 
+_WRAPPER = re.compile(r"^(?:cannot reach shoald at|lost the connection to shoald at) \S+ \((.*)\)\.?$", re.S)
+
+
+def _innermost(message: str) -> str:
+    """The native client wraps causes ("cannot reach shoald at A (lost the connection to shoald
+    at A (connection refused))"); the CLI adds its own context, so keep only the cause."""
+    message = message.strip()
+    while (match := _WRAPPER.match(message)) is not None:
+        message = match.group(1).strip()
+    return message
+
+
 def _reason(message: str) -> str:
     """A short, lowercase reason for a failed connection, from the native message."""
+    message = _innermost(message)
     low = message.lower()
     for needle, reason in (
+        ("too many segments", "the peer does not speak the Shoal protocol"),
+        ("segmentcount", "the peer does not speak the Shoal protocol"),
         ("refused", "connection refused"),
         ("timed out", "connection timed out"),
         ("timeout", "connection timed out"),

@@ -98,9 +98,9 @@ struct connection::impl {
   kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop;
   bool closed = false;
 
-  /// Runs `f(side)` on the kj thread and waits for its promise; translates failures.
+  /// Runs `f(side)` on the kj thread and waits for its promise; kj exceptions pass through.
   template <class F>
-  auto run(F&& f) -> decltype(f(*side).wait(std::declval<kj::WaitScope&>())) {
+  auto run_raw(F&& f) -> decltype(f(*side).wait(std::declval<kj::WaitScope&>())) {
     const kj::Executor* exec = nullptr;
     {
       std::lock_guard<std::mutex> guard{mutex};
@@ -108,8 +108,14 @@ struct connection::impl {
         throw rpc_error("unavailable", "the connection to " + address + " is closed");
       exec = executor.get();
     }
+    return exec->executeSync([this, &f] { return f(*side); });
+  }
+
+  /// `run_raw`, with failures translated into `rpc_error`.
+  template <class F>
+  auto run(F&& f) -> decltype(f(*side).wait(std::declval<kj::WaitScope&>())) {
     try {
-      return exec->executeSync([this, &f] { return f(*side); });
+      return run_raw(std::forward<F>(f));
     } catch (const kj::Exception& ex) {
       std::string description = ex.getDescription().cStr();
       if (ex.getType() == kj::Exception::Type::DISCONNECTED)
@@ -162,7 +168,7 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
   auto timeout = opts.connect_timeout;
   auto version = opts.client_version;
   try {
-    p->hello = p->run([&](kj_side& s) {
+    p->hello = p->run_raw([&](kj_side& s) {
       auto& timer = s.io.provider->getTimer();
       auto connected
         = s.io.provider->getNetwork()
@@ -182,15 +188,20 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
             });
       return timer.timeoutAfter(timeout.count() * kj::MILLISECONDS, kj::mv(connected));
     });
-  } catch (const rpc_error& err) {
-    // Failures before the server answered are reachability problems, whatever kj called them.
-    if (err.code() == "internal" || err.code() == "unavailable") {
-      auto what = lowercase_errno_text(err.message());
-      if (what.find("timed out") != std::string::npos || what.find("timeout") != std::string::npos)
-        what = "no answer within " + std::to_string(timeout.count()) + " ms";
-      throw rpc_error("unavailable", "cannot reach shoald at " + address + " (" + what + ")");
-    }
-    throw;
+  } catch (const kj::Exception& ex) {
+    std::string description = ex.getDescription().cStr();
+    auto [code, message] = parse_error(description, "");
+    if (!code.empty()) // the server answered: e.g. [unauthenticated]
+      throw rpc_error(code, message);
+    // Anything else before the server answered is a reachability problem.
+    std::string what = ex.getType() == kj::Exception::Type::OVERLOADED
+                           && description.find("timed out") != std::string::npos
+                         ? "no answer within " + std::to_string(timeout.count()) + " ms"
+                         : lowercase_errno_text(description);
+    if (description.find("too many segments") != std::string::npos
+        || description.find("Message ends prematurely") != std::string::npos)
+      what = "the peer does not speak the Shoal protocol";
+    throw rpc_error("unavailable", "cannot reach shoald at " + address + " (" + what + ")");
   }
   return conn;
 }

@@ -19,8 +19,9 @@ def local(run_cli, shoald_path, shoal_home):
 
     yield run
     pid_file = shoal_home / "state" / "shoald.pid"
-    if pid_file.exists():
-        pid = int(pid_file.read_text().split()[0])
+    text = pid_file.read_text().strip() if pid_file.exists() else ""  # shoald empties it at exit
+    if text:
+        pid = int(text)
         if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
             wait_until(lambda: not pid_alive(pid))
