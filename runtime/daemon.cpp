@@ -1,6 +1,9 @@
 #include "runtime/daemon.hpp"
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <caf/actor_system.hpp>
@@ -12,7 +15,10 @@
 #include "actors/gateway/gateway_actor.hpp"
 #include "actors/gateway/gateway_bridge.hpp"
 #include "actors/gateway/token_registry.hpp"
-#include "actors/node_agent/node_agent_actor.hpp"
+#include "actors/node_agent/node_agent.hpp"
+#include "actors/scheduler/scheduler.hpp"
+#include "runtime/container/crun_runtime.hpp"
+#include "runtime/guest/guest_hub.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/log.hpp"
 #include "runtime/rpc_server.hpp"
@@ -74,6 +80,31 @@ caf::error ensure_bootstrap_token(storage::store& db, const state_dir& dir) {
   return {};
 }
 
+/// Containers left behind by a shoald that died (kill -9, power loss): delete them with crun and
+/// remove their bundles, so their mounts and cgroups do not pile up.
+void clean_stale_containers(const std::string& state_dir, container::oci_runtime& runtime) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto root = fs::path{state_dir} / "containers";
+  if (!fs::exists(root, ec))
+    return;
+  for (const auto& entry : fs::directory_iterator{root, ec}) {
+    auto id = entry.path().filename().string();
+    (void) runtime.remove(id); // best effort: it may never have started
+    (void) runtime.remove_cgroup_parents(container::cgroups_path_for(id));
+    auto rootfs = entry.path() / "rootfs";
+    ::umount2(rootfs.c_str(), MNT_DETACH);
+    fs::remove_all(entry.path(), ec);
+    log::info("stale_container_removed").kv("container_id", id);
+  }
+}
+
+std::string default_sdk_dir() {
+  if (const char* env = std::getenv("SHOAL_SDK_DIR"); env != nullptr && *env != '\0')
+    return env;
+  return SHOAL_SOURCE_SDK_DIR;
+}
+
 } // namespace
 
 struct daemon::parts {
@@ -87,6 +118,10 @@ struct daemon::parts {
   admin::admin_actor admin;
   gateway::gateway_actor gateway;
   node_agent::node_agent_actor agent;
+  scheduler::scheduler_actor scheduler;
+  std::unique_ptr<guest::guest_hub> hub;
+  std::unique_ptr<container::oci_runtime> runtime;
+  container_supervisor::node_services services;
   std::unique_ptr<rpc_server> rpc;
   bool stopped = false;
 };
@@ -148,11 +183,29 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
   enroll("storage_writer", p->writer);
   enroll("gateway", p->gateway);
   if (cfg.worker) {
-    p->agent = node_agent::spawn_node_agent(sys, node_agent::measure_capacity({}));
+    auto hub = guest::guest_hub::start();
+    if (!hub)
+      return hub.error();
+    p->hub = std::move(*hub);
+    p->runtime = std::make_unique<container::crun_runtime>();
+    clean_stale_containers(p->dir->path(), *p->runtime);
+    auto& svc = p->services;
+    svc.node_id = p->facts.node_id;
+    svc.state_dir = p->dir->path();
+    svc.run_dir = "/run/shoal/" + std::to_string(::getpid());
+    svc.sdk_dir = cfg.sdk_dir.empty() ? default_sdk_dir() : cfg.sdk_dir;
+    svc.db = p->db.get();
+    svc.hub = p->hub.get();
+    svc.runtime = p->runtime.get();
+    p->agent = node_agent::spawn_node_agent(sys, node_agent::measure_capacity({}), &svc, p->admin);
     enroll("node_agent", p->agent);
   }
+  if (cfg.control) {
+    p->scheduler = scheduler::spawn_scheduler(sys, *p->db, p->writer, p->agent, {});
+    enroll("scheduler", p->scheduler);
+  }
 
-  gateway::bridge_targets targets{&sys, p->gateway, p->admin, p->facts};
+  gateway::bridge_targets targets{&sys, p->gateway, p->admin, p->scheduler, p->facts};
   auto rpc = rpc_server::start(cfg.listen, [targets](rpc_context& ctx) {
     return gateway::make_bootstrap(ctx, targets);
   });
@@ -184,15 +237,24 @@ void daemon::stop() {
   if (p.sys && p.writer) {
     // Ask the writer to make everything acknowledged so far durable before anyone exits.
     caf::scoped_actor self{*p.sys};
+    if (p.agent) {
+      // Containers go first: each cleans up its mounts and cgroups before it reports its end.
+      self->request(p.agent, std::chrono::seconds(30), node_agent::drain_atom::value)
+        .receive([](uint32_t n) { log::info("containers_stopped").kv("count", static_cast<int64_t>(n)); },
+                 [](caf::error& err) {
+                   log::error("container_drain_failed").kv("error", message_of(err));
+                 });
+    }
     self->request(p.writer, std::chrono::seconds(30), storage::flush_atom::value)
       .receive([]() {},
                [](caf::error& err) {
                  log::error("final_flush_failed").kv("error", message_of(err));
                });
-    for (auto handle : {caf::actor_cast<caf::actor>(p.agent), caf::actor_cast<caf::actor>(p.gateway),
+    for (auto handle : {caf::actor_cast<caf::actor>(p.scheduler), caf::actor_cast<caf::actor>(p.agent), caf::actor_cast<caf::actor>(p.gateway),
                         caf::actor_cast<caf::actor>(p.admin), caf::actor_cast<caf::actor>(p.writer)})
       if (handle)
         caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
+    p.scheduler = nullptr;
     p.agent = nullptr;
     p.gateway = nullptr;
     p.admin = nullptr;
@@ -200,6 +262,12 @@ void daemon::stop() {
   }
   p.sys.reset(); // joins every actor
   log::info("actors_stopped");
+  if (p.hub)
+    p.hub->stop();
+  if (!p.services.run_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(p.services.run_dir, ec);
+  }
   if (p.db) {
     if (auto err = p.db->flush())
       log::error("store_flush_failed").kv("error", message_of(err));

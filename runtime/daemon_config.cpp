@@ -27,6 +27,8 @@ Options:
                           port; the bound address is written to DIR/shoald.addr.
   --log-level LEVEL       debug, info (default), warn or error. Logs are logfmt lines on stderr.
   --threads N             actor scheduler threads (default: one per core).
+  --sdk-dir DIR           directory holding the `shoal` Python package that containers run
+                          (default: $SHOAL_SDK_DIR, else the source tree shoald was built from).
   --drain-timeout-ms MS   on SIGTERM/SIGINT, how long to wait for in-flight calls (default 5000).
   -h, --help              this text.
   --version               print the version.
@@ -74,6 +76,11 @@ caf::expected<parsed_args> parse_args(const std::vector<std::string>& args) {
       if (!v)
         return v.error();
       cfg.state_dir = *v;
+    } else if (arg == "--sdk-dir") {
+      auto v = take("a directory");
+      if (!v)
+        return v.error();
+      cfg.sdk_dir = *v;
     } else if (arg == "--listen") {
       auto v = take("HOST:PORT");
       if (!v)

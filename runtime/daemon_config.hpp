@@ -19,6 +19,9 @@ struct daemon_config {
   log::level log_level = log::level::info;
   /// CAF scheduler threads; 0 = one per core.
   size_t scheduler_threads = 0;
+  /// The directory holding the `shoal` Python package, mounted read-only into every container
+  /// (the guest runtime). Empty: $SHOAL_SDK_DIR, else the source tree this shoald was built from.
+  std::string sdk_dir;
   /// How long shutdown waits for in-flight RPCs before dropping connections.
   std::chrono::milliseconds drain_timeout{5000};
 

@@ -51,7 +51,7 @@ bool split_host_port(const std::string& address, std::string& host, uint16_t& po
 
 namespace {
 
-void serve(rpc_server::shared& sh, kj_mailbox& mailbox, const std::string& host, uint16_t port,
+void serve(rpc_server::shared& sh, const std::shared_ptr<kj_mailbox>& mailbox, const std::string& host, uint16_t port,
            const rpc_server::bootstrap_factory& make_bootstrap) {
   auto io = kj::setupAsyncIo();
   auto& ws = io.waitScope;
@@ -82,7 +82,7 @@ void serve(rpc_server::shared& sh, kj_mailbox& mailbox, const std::string& host,
     auto accepting = server->listen(*listener).eagerlyEvaluate([](kj::Exception&& ex) {
       log::error("rpc_accept_failed").kv("error", ex.getDescription().cStr());
     });
-    auto mailbox_loop = mailbox.run().eagerlyEvaluate([](kj::Exception&& ex) {
+    auto mailbox_loop = mailbox->run().eagerlyEvaluate([](kj::Exception&& ex) {
       log::error("kj_mailbox_failed").kv("error", ex.getDescription().cStr());
     });
     {
@@ -110,7 +110,7 @@ void serve(rpc_server::shared& sh, kj_mailbox& mailbox, const std::string& host,
                      .wait(ws);
     log::info("rpc_drained").kv("complete", drained).kv("inflight", gate.inflight());
     // 3. Close the mailbox, then every connection (the server owns them).
-    mailbox.close();
+    mailbox->close();
     mailbox_loop = nullptr;
     server = nullptr;
   }
@@ -130,10 +130,10 @@ rpc_server::start(const std::string& listen_address, bootstrap_factory make_boot
   std::unique_ptr<rpc_server> self{new rpc_server};
   self->shared_ = std::make_unique<shared>();
   auto* sh = self->shared_.get();
-  auto* mailbox = &self->mailbox_;
+  auto mailbox = self->mailbox_;
   self->thread_ = std::thread([sh, mailbox, host, port, make_bootstrap = std::move(make_bootstrap)] {
     KJ_IF_MAYBE (ex, kj::runCatchingExceptions(
-                       [&] { serve(*sh, *mailbox, host, port, make_bootstrap); })) {
+                       [&] { serve(*sh, mailbox, host, port, make_bootstrap); })) {
       log::error("rpc_thread_failed").kv("error", ex->getDescription().cStr());
       std::lock_guard<std::mutex> guard{sh->mutex};
       if (!sh->ready && !sh->failure)

@@ -31,7 +31,9 @@ namespace shoal {
 struct rpc_context {
   std::string address; ///< the bound "host:port"
   call_gate& gate;
-  kj_mailbox& mailbox;
+  /// shared_ptr: CAF-side sinks keep posting to it after the server is gone; a closed mailbox
+  /// drops those posts instead of touching freed memory.
+  std::shared_ptr<kj_mailbox> mailbox;
   kj::Timer& timer;
 };
 
@@ -52,7 +54,7 @@ public:
   /// The bound address, "host:port" with the real port when 0 was asked for.
   const std::string& address() const noexcept { return address_; }
 
-  kj_mailbox& mailbox() noexcept { return mailbox_; }
+  kj_mailbox& mailbox() noexcept { return *mailbox_; }
 
   /// Ordered stop; idempotent. Any thread but the kj thread.
   void stop(std::chrono::milliseconds drain);
@@ -63,7 +65,7 @@ private:
   rpc_server() = default;
 
   std::string address_;
-  kj_mailbox mailbox_;
+  std::shared_ptr<kj_mailbox> mailbox_ = std::make_shared<kj_mailbox>();
   std::unique_ptr<shared> shared_;
   std::thread thread_;
 };

@@ -148,7 +148,7 @@ interface Functions {
   call @4 (functionId :Text, args :Data) -> (output :Output);
   # `.remote`: one input; returns its final output. Not durable (use spawn for that).
 
-  map @5 (functionId :Text, receiver :OutputReceiver) -> (inputs :InputSink);
+  map @5 (functionId :Text, receiver :OutputReceiver) -> (inputs :InputSink, callId :Text);
   # `.map`/`.starmap`/`.for_each`/`.remote_gen`: push inputs, receive outputs as they finish.
 
   spawn @6 (functionId :Text, args :Data) -> (callId :Text);

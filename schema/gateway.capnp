@@ -6,6 +6,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("shoal::wire");
 
 using Common = import "common.capnp";
+using Functions = import "functions.capnp".Functions;
 
 interface Gateway {
   # Bootstrap capability of every shoald. Fails with [unauthenticated] for an empty, malformed,
@@ -59,4 +60,7 @@ interface Session {
 
   revokeToken @5 (tokenId :Text) -> ();
   # [not_found] for an unknown id. Sessions opened with the token stop working.
+
+  functions @6 () -> (functions :Functions);
+  # Apps, functions and calls in this session's environment (schema/functions.capnp).
 }

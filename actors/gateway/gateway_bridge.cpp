@@ -4,6 +4,7 @@
 
 #include <caf/actor_system.hpp>
 
+#include "actors/scheduler/scheduler_bridge.hpp"
 #include "runtime/kj_bridge.hpp"
 #include "schema/gateway.capnp.h"
 
@@ -190,6 +191,17 @@ public:
         registry_.for_each(revoked, [](session_impl& s) { s.revoke(); });
       })
       .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> functions(FunctionsContext ctx) override {
+    auto pass = admit();
+    if (!targets_.scheduler)
+      throw_error(errc::unavailable, "this shoald runs without the control role; connect to a "
+                                     "control node for apps and functions");
+    ctx.getResults().setFunctions(
+      scheduler::make_functions(ctx_, *targets_.sys, targets_.scheduler, scope_.environment)
+        .castAs<wire::Functions>());
+    return kj::READY_NOW;
   }
 
 private:

@@ -8,6 +8,7 @@
 
 #include "actors/admin/admin_actor.hpp"
 #include "actors/gateway/gateway_actor.hpp"
+#include "actors/scheduler/scheduler_actor.hpp"
 #include "runtime/node_facts.hpp"
 #include "runtime/rpc_server.hpp"
 
@@ -18,6 +19,7 @@ struct bridge_targets {
   caf::actor_system* sys = nullptr;
   gateway_actor gateway;
   admin::admin_actor admin;
+  scheduler::scheduler_actor scheduler; ///< invalid in a worker-only process
   node_facts facts;
 };
 

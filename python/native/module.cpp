@@ -57,6 +57,179 @@ py::dict to_dict(const token_info& t) {
   return d;
 }
 
+namespace sc = shoal::client;
+
+py::dict to_dict(const sc::output& o) {
+  py::dict d;
+  d["index"] = o.index;
+  d["status"] = o.status;
+  d["data"] = py::bytes(o.data);
+  d["error"] = o.error;
+  d["attempts"] = o.attempts;
+  return d;
+}
+
+py::list to_list(const std::vector<sc::output>& outs) {
+  py::list l;
+  for (const auto& o : outs)
+    l.append(to_dict(o));
+  return l;
+}
+
+py::dict to_dict(const sc::app_info& a) {
+  py::dict d;
+  d["app_id"] = a.app_id;
+  d["name"] = a.name;
+  d["mode"] = a.mode;
+  d["state"] = a.state;
+  d["version"] = a.version;
+  d["created_at_ms"] = a.created_at_ms;
+  d["function_names"] = a.function_names;
+  d["environment"] = a.environment;
+  return d;
+}
+
+py::dict to_dict(const sc::function_ref& f) {
+  py::dict d;
+  d["function_id"] = f.function_id;
+  d["name"] = f.name;
+  d["app_name"] = f.app_name;
+  d["is_class"] = f.is_class;
+  d["is_generator"] = f.is_generator;
+  d["definition"] = py::bytes(f.definition);
+  return d;
+}
+
+py::dict to_dict(const sc::log_line& l) {
+  py::dict d;
+  d["at_ms"] = l.at_ms;
+  d["container_id"] = l.container_id;
+  d["stream"] = l.stream;
+  d["text"] = l.text;
+  return d;
+}
+
+py::dict to_dict(const sc::container_info& c) {
+  py::dict d;
+  d["container_id"] = c.container_id;
+  d["app_name"] = c.app_name;
+  d["function_name"] = c.function_name;
+  d["state"] = c.state;
+  d["inflight"] = c.inflight;
+  d["started_at_ms"] = c.started_at_ms;
+  d["node_id"] = c.node_id;
+  return d;
+}
+
+template <class T>
+T get_or(const py::dict& d, const char* key, T fallback) {
+  return d.contains(key) && !d[key].is_none() ? d[key].cast<T>() : fallback;
+}
+
+sc::function_spec spec_from(const py::dict& d) {
+  sc::function_spec f;
+  f.name = d["name"].cast<std::string>();
+  f.is_class = get_or<bool>(d, "is_class", false);
+  f.is_generator = get_or<bool>(d, "is_generator", false);
+  f.definition = d.contains("definition") ? std::string(d["definition"].cast<py::bytes>()) : "";
+  f.timeout_ms = get_or<uint64_t>(d, "timeout_ms", f.timeout_ms);
+  f.max_retries = get_or<uint32_t>(d, "max_retries", 0);
+  f.retry_initial_delay_ms = get_or<uint64_t>(d, "retry_initial_delay_ms", f.retry_initial_delay_ms);
+  f.retry_backoff_coefficient = get_or<double>(d, "retry_backoff_coefficient", 1.0);
+  f.retry_max_delay_ms = get_or<uint64_t>(d, "retry_max_delay_ms", f.retry_max_delay_ms);
+  f.min_containers = get_or<uint32_t>(d, "min_containers", 0);
+  f.max_containers = get_or<uint32_t>(d, "max_containers", 0);
+  f.buffer_containers = get_or<uint32_t>(d, "buffer_containers", 0);
+  f.scaledown_window_ms = get_or<uint64_t>(d, "scaledown_window_ms", f.scaledown_window_ms);
+  f.max_inputs = get_or<uint32_t>(d, "max_inputs", 1);
+  f.cpu_millis = get_or<uint32_t>(d, "cpu_millis", 0);
+  f.memory_mb = get_or<uint32_t>(d, "memory_mb", 0);
+  f.image = get_or<std::string>(d, "image", "");
+  if (d.contains("env") && !d["env"].is_none())
+    for (auto item : d["env"].cast<py::dict>())
+      f.env.emplace_back(item.first.cast<std::string>(), item.second.cast<std::string>());
+  return f;
+}
+
+class app_object {
+public:
+  explicit app_object(std::unique_ptr<sc::app_handle> h) : handle_(std::move(h)) {}
+  py::dict info() {
+    sc::app_info a;
+    {
+      py::gil_scoped_release release;
+      a = handle_->info();
+    }
+    return to_dict(a);
+  }
+  void heartbeat() {
+    py::gil_scoped_release release;
+    handle_->heartbeat();
+  }
+  void stop() {
+    py::gil_scoped_release release;
+    handle_->stop();
+  }
+  void close() {
+    py::gil_scoped_release release;
+    handle_->close();
+  }
+
+private:
+  std::unique_ptr<sc::app_handle> handle_;
+};
+
+class map_object {
+public:
+  explicit map_object(std::unique_ptr<sc::map_call> m) : call_(std::move(m)) {}
+  std::string call_id() const { return call_->call_id(); }
+  void push(const py::list& items) {
+    std::vector<std::pair<uint64_t, std::string>> inputs;
+    inputs.reserve(items.size());
+    for (auto item : items) {
+      auto t = item.cast<py::tuple>();
+      inputs.emplace_back(t[0].cast<uint64_t>(), std::string(t[1].cast<py::bytes>()));
+    }
+    py::gil_scoped_release release;
+    call_->push(std::move(inputs));
+  }
+  void close() {
+    py::gil_scoped_release release;
+    call_->close();
+  }
+  py::tuple poll(double timeout_s) {
+    std::pair<std::vector<sc::output>, bool> r;
+    {
+      py::gil_scoped_release release;
+      r = call_->poll(std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+    }
+    return py::make_tuple(to_list(r.first), r.second);
+  }
+
+private:
+  std::unique_ptr<sc::map_call> call_;
+};
+
+class log_object {
+public:
+  explicit log_object(std::unique_ptr<sc::log_stream> s) : stream_(std::move(s)) {}
+  py::tuple poll(double timeout_s) {
+    std::pair<std::vector<sc::log_line>, bool> r;
+    {
+      py::gil_scoped_release release;
+      r = stream_->poll(std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+    }
+    py::list lines;
+    for (const auto& l : r.first)
+      lines.append(to_dict(l));
+    return py::make_tuple(lines, r.second);
+  }
+  void close() { stream_->close(); }
+
+private:
+  std::unique_ptr<sc::log_stream> stream_;
+};
+
 /// The Python-facing client: a connection that can be closed explicitly or by the GC.
 class client {
 public:
@@ -129,6 +302,114 @@ public:
       conn_->close();
   }
 
+  // -- functions --
+  std::vector<std::string> missing_blobs(const std::vector<std::string>& hashes) {
+    py::gil_scoped_release release;
+    return live().missing_blobs(hashes);
+  }
+  void put_blobs(const py::list& blobs) {
+    std::vector<std::pair<std::string, std::string>> items;
+    for (auto b : blobs) {
+      auto t = b.cast<py::tuple>();
+      items.emplace_back(t[0].cast<std::string>(), std::string(t[1].cast<py::bytes>()));
+    }
+    py::gil_scoped_release release;
+    live().put_blobs(items);
+  }
+  py::tuple create_app(const std::string& name, const std::string& mode, const py::list& functions,
+                       const py::list& code) {
+    std::vector<sc::function_spec> specs;
+    for (auto f : functions)
+      specs.push_back(spec_from(f.cast<py::dict>()));
+    std::vector<sc::code_file> files;
+    for (auto c : code) {
+      auto d = c.cast<py::dict>();
+      files.push_back(sc::code_file{d["path"].cast<std::string>(), d["sha256"].cast<std::string>(),
+                                    get_or<uint32_t>(d, "mode", 0644)});
+    }
+    connection::created_app created;
+    {
+      py::gil_scoped_release release;
+      created = live().create_app(name, mode, specs, files);
+    }
+    py::list refs;
+    for (const auto& r : created.functions)
+      refs.append(to_dict(r));
+    return py::make_tuple(app_object(std::move(created.app)), to_dict(created.info), refs);
+  }
+  py::dict lookup(const std::string& app_name, const std::string& name) {
+    sc::function_ref r;
+    {
+      py::gil_scoped_release release;
+      r = live().lookup(app_name, name);
+    }
+    return to_dict(r);
+  }
+  py::dict call(const std::string& function_id, const py::bytes& args) {
+    std::string payload = args;
+    sc::output o;
+    {
+      py::gil_scoped_release release;
+      o = live().call(function_id, payload);
+    }
+    return to_dict(o);
+  }
+  map_object map(const std::string& function_id) {
+    py::gil_scoped_release release;
+    return map_object(live().map(function_id));
+  }
+  std::string spawn(const std::string& function_id, const py::bytes& args) {
+    std::string payload = args;
+    py::gil_scoped_release release;
+    return live().spawn(function_id, payload);
+  }
+  py::tuple get_outputs(const std::string& call_id, uint64_t timeout_ms) {
+    std::pair<std::vector<sc::output>, bool> r;
+    {
+      py::gil_scoped_release release;
+      r = live().get_outputs(call_id, timeout_ms);
+    }
+    return py::make_tuple(to_list(r.first), r.second);
+  }
+  void cancel(const std::string& call_id) {
+    py::gil_scoped_release release;
+    live().cancel(call_id);
+  }
+  py::list list_apps() {
+    std::vector<sc::app_info> apps;
+    {
+      py::gil_scoped_release release;
+      apps = live().list_apps();
+    }
+    py::list out;
+    for (const auto& a : apps)
+      out.append(to_dict(a));
+    return out;
+  }
+  void stop_app(const std::string& name) {
+    py::gil_scoped_release release;
+    live().stop_app(name);
+  }
+  log_object app_logs(const std::string& name, bool follow) {
+    py::gil_scoped_release release;
+    return log_object(live().app_logs(name, follow));
+  }
+  py::list list_containers() {
+    std::vector<sc::container_info> cs;
+    {
+      py::gil_scoped_release release;
+      cs = live().list_containers();
+    }
+    py::list out;
+    for (const auto& c : cs)
+      out.append(to_dict(c));
+    return out;
+  }
+  void stop_container(const std::string& id) {
+    py::gil_scoped_release release;
+    live().stop_container(id);
+  }
+
 private:
   connection& live() {
     if (!conn_)
@@ -183,5 +464,36 @@ class RpcError(Exception):
     .def("create_token", &client::create_token, py::arg("environment"), py::arg("label"))
     .def("list_tokens", &client::list_tokens)
     .def("revoke_token", &client::revoke_token, py::arg("token_id"))
-    .def("close", &client::close);
+    .def("close", &client::close)
+    .def("missing_blobs", &client::missing_blobs, py::arg("hashes"))
+    .def("put_blobs", &client::put_blobs, py::arg("blobs"))
+    .def("create_app", &client::create_app, py::arg("name"), py::arg("mode"),
+         py::arg("functions"), py::arg("code"))
+    .def("lookup", &client::lookup, py::arg("app_name"), py::arg("name"))
+    .def("call", &client::call, py::arg("function_id"), py::arg("args"))
+    .def("map", &client::map, py::arg("function_id"))
+    .def("spawn", &client::spawn, py::arg("function_id"), py::arg("args"))
+    .def("get_outputs", &client::get_outputs, py::arg("call_id"), py::arg("timeout_ms"))
+    .def("cancel", &client::cancel, py::arg("call_id"))
+    .def("list_apps", &client::list_apps)
+    .def("stop_app", &client::stop_app, py::arg("name"))
+    .def("app_logs", &client::app_logs, py::arg("name"), py::arg("follow"))
+    .def("list_containers", &client::list_containers)
+    .def("stop_container", &client::stop_container, py::arg("container_id"));
+
+  py::class_<app_object>(m, "App")
+    .def("info", &app_object::info)
+    .def("heartbeat", &app_object::heartbeat)
+    .def("stop", &app_object::stop)
+    .def("close", &app_object::close);
+
+  py::class_<map_object>(m, "MapCall")
+    .def_property_readonly("call_id", &map_object::call_id)
+    .def("push", &map_object::push, py::arg("items"))
+    .def("close", &map_object::close)
+    .def("poll", &map_object::poll, py::arg("timeout_s"));
+
+  py::class_<log_object>(m, "LogStream")
+    .def("poll", &log_object::poll, py::arg("timeout_s"))
+    .def("close", &log_object::close);
 }

@@ -173,8 +173,25 @@ class Connection:
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         if self._client is None:
             raise ConnectionError("the connection to shoald is closed")
+        client = self._client
         try:
-            return fn(self._client, *args)
+            return self._guard(what, lambda: fn(client, *args))
+        except AttributeError as e:
+            if getattr(e, "obj", None) is client and not hasattr(client, getattr(e, "name", "") or ""):
+                raise InternalError(
+                    f"this build of shoal._native has no {e.name}() (needed for {what}); rebuild it "
+                    "with `cmake --build build`, or reinstall shoal"
+                ) from None
+            raise
+
+    def has(self, method: str) -> bool:
+        """Whether the native client offers ``method`` (a newer extension may offer more)."""
+        return self._client is not None and hasattr(self._client, method)
+
+    def _guard(self, what: str, thunk: Callable[[], Any]) -> Any:
+        """Runs ``thunk`` and maps a native ``RpcError`` onto :mod:`shoal.exception`."""
+        try:
+            return thunk()
         except self._native.RpcError as e:
             code = rpc_code(e)
             message = _one_line(rpc_message(e))
@@ -215,6 +232,84 @@ class Connection:
             if token_id not in str(e):
                 raise NotFoundError(f"no token with id {token_id!r}: {e}") from e
             raise
+
+
+    # --- functions (schema/functions.capnp) ------------------------------------------------------
+
+    def missing_blobs(self, hashes: list[str]) -> list[str]:
+        return list(self._call("checking which code files shoald has", lambda c: c.missing_blobs(list(hashes))))
+
+    def put_blobs(self, blobs: list[tuple[str, bytes]]) -> None:
+        self._call("uploading code files", lambda c: c.put_blobs(list(blobs)))
+
+    def create_app(self, name: str, mode: str, functions: list[dict], code: list[dict]) -> tuple["Remote", dict, list[dict]]:
+        app, info, refs = self._call(
+            f"creating the app {name!r}", lambda c: c.create_app(name, mode, list(functions), list(code))
+        )
+        return Remote(self, app, f"talking to the app {name!r}"), dict(info), [dict(r) for r in refs]
+
+    def lookup(self, app_name: str, name: str) -> dict:
+        return dict(self._call(f"looking up {app_name}.{name}", lambda c: c.lookup(app_name, name)))
+
+    def call_function(self, function_id: str, args: bytes) -> dict:
+        return dict(self._call("waiting for a function call", lambda c: c.call(function_id, args)))
+
+    def map(self, function_id: str) -> "Remote":
+        return Remote(self, self._call("starting a map", lambda c: c.map(function_id)), "mapping inputs")
+
+    def spawn(self, function_id: str, args: bytes) -> str:
+        return str(self._call("spawning a function call", lambda c: c.spawn(function_id, args)))
+
+    def get_outputs(self, call_id: str, timeout_ms: int) -> tuple[list[dict], bool]:
+        outputs, done = self._call(
+            f"waiting for the call {call_id}", lambda c: c.get_outputs(call_id, int(timeout_ms))
+        )
+        return [dict(o) for o in outputs], bool(done)
+
+    def cancel(self, call_id: str) -> None:
+        self._call(f"cancelling the call {call_id}", lambda c: c.cancel(call_id))
+
+    def derive_function(self, function_id: str, name: str, overrides: dict) -> dict:
+        return dict(
+            self._call(f"registering {name}", lambda c: c.derive_function(function_id, name, overrides))
+        )
+
+    def list_apps(self) -> list[dict]:
+        return [dict(a) for a in self._call("listing apps", lambda c: c.list_apps())]
+
+    def stop_app(self, name: str) -> None:
+        self._call(f"stopping the app {name!r}", lambda c: c.stop_app(name))
+
+    def app_logs(self, name: str, follow: bool) -> "Remote":
+        stream = self._call(f"reading the logs of {name!r}", lambda c: c.app_logs(name, bool(follow)))
+        return Remote(self, stream, f"reading the logs of {name!r}")
+
+    def list_containers(self) -> list[dict]:
+        return [dict(c) for c in self._call("listing containers", lambda c: c.list_containers())]
+
+    def stop_container(self, container_id: str) -> None:
+        self._call(f"stopping the container {container_id}", lambda c: c.stop_container(container_id))
+
+
+class Remote:
+    """A native object handed out by the connection (an ``App``, a ``MapCall``, a
+    ``LogStream``): its methods raise :mod:`shoal.exception` errors like the connection's."""
+
+    def __init__(self, connection: Connection, obj: Any, what: str):
+        self._connection = connection
+        self._obj = obj
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._obj, name)
+        if not callable(attr):
+            return attr
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            return self._connection._guard(self._what, lambda: attr(*args, **kwargs))
+
+        guarded.__name__ = name
+        return guarded
 
 
 def connect_to(target: Target) -> Connection:

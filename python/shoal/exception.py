@@ -31,6 +31,7 @@ __all__ = [
     "InputCancellation",
     "SerializationError",
     "DeserializationError",
+    "RemoteTraceback",
     "from_rpc_error",
 ]
 
@@ -114,6 +115,23 @@ class SerializationError(Error):
 class DeserializationError(Error):
     """Arguments or a return value could not be deserialized, typically because the local and
     remote Python environments differ."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a container, as text.
+
+    Never raised by itself: a remote exception re-raised locally carries it as ``__cause__``
+    (``raise exc from RemoteTraceback(text)``), so Python prints the container's traceback first,
+    then "The above exception was the direct cause of the following exception", then the local
+    frames — as ``concurrent.futures.ProcessPoolExecutor`` does.
+    """
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text.rstrip("\n")
 
 
 _CLASS_OF_CODE: dict[str, type[Error]] = {

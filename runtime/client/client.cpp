@@ -8,6 +8,10 @@
 #include <kj/async-io.h>
 #include <kj/timer.h>
 
+#include <deque>
+#include <map>
+
+#include "schema/functions.capnp.h"
 #include "schema/gateway.capnp.h"
 
 namespace shoal::client {
@@ -85,6 +89,129 @@ struct kj_side {
   kj::Own<kj::AsyncIoStream> stream;
   kj::Own<capnp::TwoPartyClient> rpc;
   kj::Maybe<wire::Session::Client> session;
+  kj::Maybe<wire::Functions::Client> functions;
+  /// Capabilities behind the handles given to callers, by handle id.
+  std::map<uint64_t, wire::App::Client> apps;
+  std::map<uint64_t, wire::InputSink::Client> sinks;
+  uint64_t next_handle = 1;
+};
+
+/// Items pushed by the kj thread, pulled by callers; `done` once the stream ended.
+template <class T>
+struct pull_queue {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::deque<T> items;
+  bool done = false;
+  std::string failure; ///< non-empty: the stream broke
+
+  void push(std::vector<T> batch) {
+    std::lock_guard<std::mutex> guard{mutex};
+    for (auto& x : batch)
+      items.push_back(std::move(x));
+    changed.notify_all();
+  }
+  void finish(std::string why = {}) {
+    std::lock_guard<std::mutex> guard{mutex};
+    if (!done) {
+      done = true;
+      failure = std::move(why);
+    }
+    changed.notify_all();
+  }
+  std::pair<std::vector<T>, bool> pull(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock{mutex};
+    changed.wait_for(lock, timeout, [this] { return !items.empty() || done; });
+    std::vector<T> out{std::make_move_iterator(items.begin()), std::make_move_iterator(items.end())};
+    items.clear();
+    if (done && out.empty() && !failure.empty())
+      throw rpc_error("unavailable", failure);
+    return {std::move(out), done && items.empty()};
+  }
+};
+
+output convert(wire::Output::Reader r) {
+  static const char* names[] = {"success",        "failure",        "timeout",       "cancelled",
+                                "internal_error", "generator_item", "generator_done"};
+  output out;
+  out.index = r.getIndex();
+  auto status = static_cast<unsigned>(r.getStatus());
+  out.status = status < 7 ? names[status] : "internal_error";
+  auto data = r.getData();
+  out.data.assign(reinterpret_cast<const char*>(data.begin()), data.size());
+  out.error = r.getError();
+  out.attempts = r.getAttempts();
+  return out;
+}
+
+app_info convert(wire::AppInfo::Reader r) {
+  static const char* modes[] = {"ephemeral", "detached", "deployed"};
+  app_info out;
+  out.app_id = r.getAppId();
+  out.name = r.getName();
+  auto mode = static_cast<unsigned>(r.getMode());
+  out.mode = mode < 3 ? modes[mode] : "ephemeral";
+  out.state = r.getState();
+  out.version = r.getVersion();
+  out.created_at_ms = r.getCreatedAtMs();
+  for (auto n : r.getFunctionNames())
+    out.function_names.emplace_back(n);
+  out.environment = r.getEnvironment();
+  return out;
+}
+
+function_ref convert(wire::FunctionRef::Reader r) {
+  function_ref out;
+  out.function_id = r.getFunctionId();
+  out.name = r.getName();
+  out.app_name = r.getAppName();
+  out.is_class = r.getIsClass();
+  out.is_generator = r.getIsGenerator();
+  auto def = r.getDefinition();
+  out.definition.assign(reinterpret_cast<const char*>(def.begin()), def.size());
+  return out;
+}
+
+kj::ArrayPtr<const kj::byte> bytes_of(const std::string& s) {
+  return kj::arrayPtr(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+
+class output_receiver final : public wire::OutputReceiver::Server {
+public:
+  explicit output_receiver(std::shared_ptr<pull_queue<output>> q) : queue_(std::move(q)) {}
+  ~output_receiver() { queue_->finish("the server dropped the call before it finished"); }
+
+  kj::Promise<void> outputs(OutputsContext ctx) override {
+    std::vector<output> batch;
+    for (auto o : ctx.getParams().getOutputs())
+      batch.push_back(convert(o));
+    queue_->push(std::move(batch));
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> done(DoneContext) override {
+    queue_->finish();
+    return kj::READY_NOW;
+  }
+
+private:
+  std::shared_ptr<pull_queue<output>> queue_;
+};
+
+class log_receiver final : public wire::LogReceiver::Server {
+public:
+  explicit log_receiver(std::shared_ptr<pull_queue<log_line>> q) : queue_(std::move(q)) {}
+  ~log_receiver() { queue_->finish(); }
+
+  kj::Promise<void> lines(LinesContext ctx) override {
+    std::vector<log_line> batch;
+    for (auto l : ctx.getParams().getLines())
+      batch.push_back(log_line{l.getAtMs(), l.getContainerId(), l.getStream(), l.getText()});
+    queue_->push(std::move(batch));
+    return kj::READY_NOW;
+  }
+
+private:
+  std::shared_ptr<pull_queue<log_line>> queue_;
 };
 
 struct connection::impl {
@@ -131,9 +258,38 @@ struct connection::impl {
       return *sess;
     throw rpc_error("unauthenticated", "not authenticated");
   }
+
+  /// The session's Functions capability, fetched once (pipelined).
+  wire::Functions::Client& functions(kj_side& s) {
+    KJ_IF_MAYBE (f, s.functions)
+      return *f;
+    s.functions = session(s).functionsRequest().send().getFunctions();
+    KJ_IF_MAYBE (f, s.functions)
+      return *f;
+    KJ_UNREACHABLE;
+  }
 };
 
-connection::connection(std::unique_ptr<impl> self) : impl_(std::move(self)) {}
+struct app_handle::state {
+  std::shared_ptr<connection::impl> conn;
+  uint64_t id = 0;
+  bool closed = false;
+};
+
+struct map_call::state {
+  std::shared_ptr<connection::impl> conn;
+  uint64_t id = 0;
+  std::string call_id;
+  std::shared_ptr<pull_queue<output>> queue;
+  bool closed = false;
+};
+
+struct log_stream::state {
+  std::shared_ptr<connection::impl> conn;
+  std::shared_ptr<pull_queue<log_line>> queue;
+};
+
+connection::connection(std::shared_ptr<impl> self) : impl_(std::move(self)) {}
 
 connection::~connection() { close(); }
 
@@ -141,7 +297,7 @@ const cluster_info& connection::hello() const noexcept { return impl_->hello; }
 
 std::unique_ptr<connection> connection::open(const std::string& address, const std::string& token,
                                              connect_options opts) {
-  auto self = std::make_unique<impl>();
+  auto self = std::make_shared<impl>();
   self->address = address;
   auto* p = self.get();
   p->thread = std::thread([p] {
@@ -155,6 +311,9 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
     }
     p->ready.notify_all();
     stop.promise.wait(side.io.waitScope);
+    side.apps.clear();
+    side.sinks.clear();
+    side.functions = nullptr;
     side.session = nullptr;
     side.rpc = nullptr;
     side.stream = nullptr;
@@ -294,6 +453,338 @@ void connection::revoke_token(const std::string& token_id) {
   impl_->run([this, &token_id](kj_side& s) {
     auto req = impl_->session(s).revokeTokenRequest();
     req.setTokenId(token_id);
+    return req.send().ignoreResult();
+  });
+}
+
+// -- functions ------------------------------------------------------------------------------------
+
+std::vector<std::string> connection::missing_blobs(const std::vector<std::string>& sha256) {
+  return impl_->run([this, &sha256](kj_side& s) {
+    auto req = impl_->functions(s).missingBlobsRequest();
+    auto list = req.initSha256(static_cast<unsigned>(sha256.size()));
+    for (unsigned i = 0; i < sha256.size(); ++i)
+      list.set(i, sha256[i]);
+    return req.send().then([](capnp::Response<wire::Functions::MissingBlobsResults> r) {
+      std::vector<std::string> out;
+      for (auto h : r.getMissing())
+        out.emplace_back(h);
+      return out;
+    });
+  });
+}
+
+void connection::put_blobs(const std::vector<std::pair<std::string, std::string>>& blobs) {
+  impl_->run([this, &blobs](kj_side& s) {
+    auto req = impl_->functions(s).putBlobsRequest();
+    auto list = req.initBlobs(static_cast<unsigned>(blobs.size()));
+    for (unsigned i = 0; i < blobs.size(); ++i) {
+      list[i].setSha256(blobs[i].first);
+      list[i].setData(bytes_of(blobs[i].second));
+    }
+    return req.send().ignoreResult();
+  });
+}
+
+connection::created_app connection::create_app(const std::string& name, const std::string& mode,
+                                               const std::vector<function_spec>& functions,
+                                               const std::vector<code_file>& code) {
+  wire::AppMode wire_mode;
+  if (mode == "ephemeral")
+    wire_mode = wire::AppMode::EPHEMERAL;
+  else if (mode == "detached")
+    wire_mode = wire::AppMode::DETACHED;
+  else if (mode == "deployed")
+    wire_mode = wire::AppMode::DEPLOYED;
+  else
+    throw rpc_error("invalid_argument",
+                    "app mode '" + mode + "' is not one of ephemeral, detached, deployed");
+  auto [id, info, refs] = impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).createAppRequest();
+    req.setName(name);
+    req.setMode(wire_mode);
+    auto fns = req.initFunctions(static_cast<unsigned>(functions.size()));
+    for (unsigned i = 0; i < functions.size(); ++i) {
+      const auto& f = functions[i];
+      auto w = fns[i];
+      w.setName(f.name);
+      w.setIsClass(f.is_class);
+      w.setIsGenerator(f.is_generator);
+      w.setDefinition(bytes_of(f.definition));
+      w.setTimeoutMs(f.timeout_ms);
+      auto r = w.initRetries();
+      r.setMaxRetries(f.max_retries);
+      r.setInitialDelayMs(f.retry_initial_delay_ms);
+      r.setBackoffCoefficient(f.retry_backoff_coefficient);
+      r.setMaxDelayMs(f.retry_max_delay_ms);
+      auto a = w.initAutoscaling();
+      a.setMinContainers(f.min_containers);
+      a.setMaxContainers(f.max_containers);
+      a.setBufferContainers(f.buffer_containers);
+      a.setScaledownWindowMs(f.scaledown_window_ms);
+      w.setMaxInputs(f.max_inputs);
+      w.setCpuMillis(f.cpu_millis);
+      w.setMemoryMb(f.memory_mb);
+      w.setImage(f.image);
+      auto env = w.initEnv(static_cast<unsigned>(f.env.size()));
+      for (unsigned j = 0; j < f.env.size(); ++j) {
+        env[j].setKey(f.env[j].first);
+        env[j].setValue(f.env[j].second);
+      }
+    }
+    auto files = req.initCode(static_cast<unsigned>(code.size()));
+    for (unsigned i = 0; i < code.size(); ++i) {
+      files[i].setPath(code[i].path);
+      files[i].setSha256(code[i].sha256);
+      files[i].setMode(code[i].mode);
+    }
+    return req.send().then([&s](capnp::Response<wire::Functions::CreateAppResults> r) {
+      auto handle = s.next_handle++;
+      s.apps.emplace(handle, r.getApp());
+      std::vector<function_ref> refs;
+      for (auto f : r.getFunctions())
+        refs.push_back(convert(f));
+      return std::make_tuple(handle, convert(r.getInfo()), kj::mv(refs));
+    });
+  });
+  auto st = std::make_shared<app_handle::state>();
+  st->conn = impl_;
+  st->id = id;
+  return created_app{std::make_unique<app_handle>(st), std::move(info), std::move(refs)};
+}
+
+app_handle::~app_handle() {
+  try {
+    close();
+  } catch (...) {
+    // A handle outliving its connection has nothing left to release.
+  }
+}
+
+app_info app_handle::info() {
+  auto& c = *st_->conn;
+  return c.run([this, &c](kj_side& s) {
+    auto a = s.apps.find(st_->id);
+    if (a == s.apps.end())
+      throw rpc_error("invalid_argument", "the app handle was closed");
+    return a->second.infoRequest().send().then(
+      [](capnp::Response<wire::App::InfoResults> r) { return convert(r.getInfo()); });
+  });
+}
+
+void app_handle::heartbeat() {
+  auto& c = *st_->conn;
+  c.run([this](kj_side& s) -> kj::Promise<void> {
+    auto a = s.apps.find(st_->id);
+    if (a == s.apps.end())
+      return kj::READY_NOW;
+    return a->second.heartbeatRequest().send().ignoreResult();
+  });
+}
+
+void app_handle::stop() {
+  auto& c = *st_->conn;
+  c.run([this](kj_side& s) -> kj::Promise<void> {
+    auto a = s.apps.find(st_->id);
+    if (a == s.apps.end())
+      return kj::READY_NOW;
+    return a->second.stopRequest().send().ignoreResult();
+  });
+}
+
+void app_handle::close() {
+  if (st_->closed)
+    return;
+  st_->closed = true;
+  auto& c = *st_->conn;
+  c.run([this](kj_side& s) -> kj::Promise<void> {
+    s.apps.erase(st_->id);
+    return kj::READY_NOW;
+  });
+}
+
+function_ref connection::lookup(const std::string& app_name, const std::string& name) {
+  return impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).lookupRequest();
+    req.setAppName(app_name);
+    req.setName(name);
+    return req.send().then([](capnp::Response<wire::Functions::LookupResults> r) {
+      return convert(r.getFunction());
+    });
+  });
+}
+
+output connection::call(const std::string& function_id, const std::string& args) {
+  return impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).callRequest();
+    req.setFunctionId(function_id);
+    req.setArgs(bytes_of(args));
+    return req.send().then(
+      [](capnp::Response<wire::Functions::CallResults> r) { return convert(r.getOutput()); });
+  });
+}
+
+std::unique_ptr<map_call> connection::map(const std::string& function_id) {
+  auto st = std::make_shared<map_call::state>();
+  st->conn = impl_;
+  st->queue = std::make_shared<pull_queue<output>>();
+  std::tie(st->id, st->call_id) = impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).mapRequest();
+    req.setFunctionId(function_id);
+    req.setReceiver(kj::heap<output_receiver>(st->queue));
+    auto promise = req.send();
+    auto handle = s.next_handle++;
+    s.sinks.emplace(handle, promise.getInputs());
+    return promise.then([handle](capnp::Response<wire::Functions::MapResults> r) {
+      return std::make_pair(handle, std::string{r.getCallId()});
+    });
+  });
+  return std::make_unique<map_call>(st);
+}
+
+map_call::~map_call() {
+  try {
+    close();
+  } catch (...) {
+    // The connection is gone: the server ends the call on its own.
+  }
+}
+
+const std::string& map_call::call_id() const noexcept { return st_->call_id; }
+
+void map_call::push(std::vector<std::pair<uint64_t, std::string>> inputs) {
+  auto& c = *st_->conn;
+  c.run([this, &inputs](kj_side& s) {
+    auto sink = s.sinks.find(st_->id);
+    if (sink == s.sinks.end())
+      throw rpc_error("invalid_argument", "inputs pushed after the map call was closed");
+    auto req = sink->second.pushRequest();
+    auto list = req.initInputs(static_cast<unsigned>(inputs.size()));
+    for (unsigned i = 0; i < inputs.size(); ++i) {
+      list[i].setIndex(inputs[i].first);
+      list[i].setArgs(bytes_of(inputs[i].second));
+    }
+    return req.send();
+  });
+}
+
+void map_call::close() {
+  if (st_->closed)
+    return;
+  st_->closed = true;
+  auto& c = *st_->conn;
+  c.run([this](kj_side& s) -> kj::Promise<void> {
+    auto sink = s.sinks.find(st_->id);
+    if (sink == s.sinks.end())
+      return kj::READY_NOW;
+    auto client = sink->second;
+    s.sinks.erase(sink);
+    return client.closeRequest().send().ignoreResult();
+  });
+}
+
+std::pair<std::vector<output>, bool> map_call::poll(std::chrono::milliseconds timeout) {
+  return st_->queue->pull(timeout);
+}
+
+std::string connection::spawn(const std::string& function_id, const std::string& args) {
+  return impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).spawnRequest();
+    req.setFunctionId(function_id);
+    req.setArgs(bytes_of(args));
+    return req.send().then([](capnp::Response<wire::Functions::SpawnResults> r) {
+      return std::string{r.getCallId()};
+    });
+  });
+}
+
+std::pair<std::vector<output>, bool> connection::get_outputs(const std::string& call_id,
+                                                             uint64_t timeout_ms) {
+  return impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).getOutputsRequest();
+    req.setCallId(call_id);
+    req.setTimeoutMs(timeout_ms);
+    return req.send().then([](capnp::Response<wire::Functions::GetOutputsResults> r) {
+      std::vector<output> out;
+      for (auto o : r.getOutputs())
+        out.push_back(convert(o));
+      return std::make_pair(kj::mv(out), r.getDone());
+    });
+  });
+}
+
+void connection::cancel(const std::string& call_id) {
+  impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).cancelRequest();
+    req.setCallId(call_id);
+    return req.send().ignoreResult();
+  });
+}
+
+std::vector<app_info> connection::list_apps() {
+  return impl_->run([&](kj_side& s) {
+    return impl_->functions(s).listAppsRequest().send().then(
+      [](capnp::Response<wire::Functions::ListAppsResults> r) {
+        std::vector<app_info> out;
+        for (auto a : r.getApps())
+          out.push_back(convert(a));
+        return out;
+      });
+  });
+}
+
+void connection::stop_app(const std::string& name) {
+  impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).stopAppRequest();
+    req.setName(name);
+    return req.send().ignoreResult();
+  });
+}
+
+std::unique_ptr<log_stream> connection::app_logs(const std::string& name, bool follow) {
+  auto st = std::make_shared<log_stream::state>();
+  st->conn = impl_;
+  st->queue = std::make_shared<pull_queue<log_line>>();
+  impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).appLogsRequest();
+    req.setName(name);
+    req.setFollow(follow);
+    req.setReceiver(kj::heap<log_receiver>(st->queue));
+    auto queue = st->queue;
+    return req.send().then([queue, follow](auto&&) {
+      if (!follow)
+        queue->finish(); // the backlog arrived before the reply (E-order)
+    });
+  });
+  return std::make_unique<log_stream>(st);
+}
+
+log_stream::~log_stream() { close(); }
+
+std::pair<std::vector<log_line>, bool> log_stream::poll(std::chrono::milliseconds timeout) {
+  return st_->queue->pull(timeout);
+}
+
+void log_stream::close() { st_->queue->finish(); }
+
+std::vector<container_info> connection::list_containers() {
+  return impl_->run([&](kj_side& s) {
+    return impl_->functions(s).listContainersRequest().send().then(
+      [](capnp::Response<wire::Functions::ListContainersResults> r) {
+        std::vector<container_info> out;
+        for (auto c : r.getContainers())
+          out.push_back(container_info{c.getContainerId(), c.getAppName(), c.getFunctionName(),
+                                       c.getState(), c.getInflight(), c.getStartedAtMs(),
+                                       c.getNodeId()});
+        return out;
+      });
+  });
+}
+
+void connection::stop_container(const std::string& container_id) {
+  impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).stopContainerRequest();
+    req.setContainerId(container_id);
     return req.send().ignoreResult();
   });
 }

@@ -66,6 +66,133 @@ struct token_info {
   int64_t created_at_ms = 0;
 };
 
+/// One result of one input of a call. `status`: success, failure, timeout, cancelled,
+/// internal_error, generator_item, generator_done.
+struct output {
+  uint64_t index = 0;
+  std::string status;
+  std::string data;
+  std::string error;
+  uint32_t attempts = 0;
+};
+
+struct function_spec {
+  std::string name;
+  bool is_class = false;
+  bool is_generator = false;
+  std::string definition;
+  uint64_t timeout_ms = 300000;
+  uint32_t max_retries = 0;
+  uint64_t retry_initial_delay_ms = 1000;
+  double retry_backoff_coefficient = 1.0;
+  uint64_t retry_max_delay_ms = 60000;
+  uint32_t min_containers = 0;
+  uint32_t max_containers = 0;
+  uint32_t buffer_containers = 0;
+  uint64_t scaledown_window_ms = 60000;
+  uint32_t max_inputs = 1;
+  uint32_t cpu_millis = 0;
+  uint32_t memory_mb = 0;
+  std::string image;
+  std::vector<std::pair<std::string, std::string>> env;
+};
+
+struct code_file {
+  std::string path;
+  std::string sha256;
+  uint32_t mode = 0644;
+};
+
+struct app_info {
+  std::string app_id;
+  std::string name;
+  std::string mode; ///< ephemeral, detached, deployed
+  std::string state;
+  uint32_t version = 0;
+  int64_t created_at_ms = 0;
+  std::vector<std::string> function_names;
+  std::string environment;
+};
+
+struct function_ref {
+  std::string function_id;
+  std::string name;
+  std::string app_name;
+  bool is_class = false;
+  bool is_generator = false;
+  std::string definition;
+};
+
+struct log_line {
+  int64_t at_ms = 0;
+  std::string container_id;
+  uint8_t stream = 1;
+  std::string text;
+};
+
+struct container_info {
+  std::string container_id;
+  std::string app_name;
+  std::string function_name;
+  std::string state;
+  uint32_t inflight = 0;
+  int64_t started_at_ms = 0;
+  std::string node_id;
+};
+
+class connection;
+
+/// An app created by this client. For an ephemeral app, `close()` (or destroying the handle)
+/// stops it; `heartbeat()` must be called regularly (the SDK does every 10 s).
+class app_handle {
+public:
+  ~app_handle();
+  app_info info();
+  void heartbeat();
+  void stop();
+  void close();
+
+  struct state;
+  explicit app_handle(std::shared_ptr<state> st) : st_(std::move(st)) {}
+
+private:
+  std::shared_ptr<state> st_;
+};
+
+/// A streaming call (`.map`, `.remote_gen`): push inputs, then poll outputs as they arrive.
+class map_call {
+public:
+  ~map_call();
+  const std::string& call_id() const noexcept;
+  /// Flow controlled: blocks while the server is behind.
+  void push(std::vector<std::pair<uint64_t, std::string>> inputs);
+  /// No more inputs.
+  void close();
+  /// Outputs received so far (waits up to `timeout` for at least one), and whether the call is
+  /// finished (every output delivered).
+  std::pair<std::vector<output>, bool> poll(std::chrono::milliseconds timeout);
+
+  struct state;
+  explicit map_call(std::shared_ptr<state> st) : st_(std::move(st)) {}
+
+private:
+  std::shared_ptr<state> st_;
+};
+
+/// Log lines of an app, as they arrive.
+class log_stream {
+public:
+  ~log_stream();
+  std::pair<std::vector<log_line>, bool> poll(std::chrono::milliseconds timeout);
+  void close();
+
+  struct state;
+  explicit log_stream(std::shared_ptr<state> st) : st_(std::move(st)) {}
+
+private:
+  std::shared_ptr<state> st_;
+};
+
 struct connect_options {
   std::chrono::milliseconds connect_timeout{10000};
   std::string client_version = "0.1.0";
@@ -92,14 +219,38 @@ public:
   std::vector<token_info> list_tokens();
   void revoke_token(const std::string& token_id);
 
+  // -- functions (schema/functions.capnp) -------------------------------------------------------
+  std::vector<std::string> missing_blobs(const std::vector<std::string>& sha256);
+  void put_blobs(const std::vector<std::pair<std::string, std::string>>& blobs);
+  struct created_app {
+    std::unique_ptr<app_handle> app;
+    app_info info;
+    std::vector<function_ref> functions;
+  };
+  created_app create_app(const std::string& name, const std::string& mode,
+                         const std::vector<function_spec>& functions,
+                         const std::vector<code_file>& code);
+  function_ref lookup(const std::string& app_name, const std::string& name);
+  output call(const std::string& function_id, const std::string& args);
+  std::unique_ptr<map_call> map(const std::string& function_id);
+  std::string spawn(const std::string& function_id, const std::string& args);
+  std::pair<std::vector<output>, bool> get_outputs(const std::string& call_id, uint64_t timeout_ms);
+  void cancel(const std::string& call_id);
+  std::vector<app_info> list_apps();
+  void stop_app(const std::string& name);
+  std::unique_ptr<log_stream> app_logs(const std::string& name, bool follow);
+  std::vector<container_info> list_containers();
+  void stop_container(const std::string& container_id);
+
   /// Disconnects and joins the kj thread; idempotent. Later calls throw "unavailable".
   void close();
 
   struct impl;
 
 private:
-  explicit connection(std::unique_ptr<impl> self);
-  std::unique_ptr<impl> impl_;
+  explicit connection(std::shared_ptr<impl> self);
+  /// shared_ptr: app, map and log handles keep the connection's kj thread reachable.
+  std::shared_ptr<impl> impl_;
 };
 
 } // namespace shoal::client

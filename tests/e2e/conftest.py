@@ -126,6 +126,19 @@ class Daemon:
         self.token = (self.state_dir / "admin.token").read_text().strip()
         return self
 
+    def restart(self, sig: int = signal.SIGKILL, timeout_s: float = READY_TIMEOUT_S) -> "Daemon":
+        """Stops the daemon with `sig` (SIGKILL: a crash) and starts it again on the same state dir
+        and port; returns self once it listens again."""
+        self.stop(sig)
+        self.addr_file.unlink(missing_ok=True)  # a killed shoald leaves its address behind
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        return self.wait_ready(timeout_s)
+
+    def env(self) -> dict[str, str]:
+        """What a client process needs to talk to this daemon."""
+        return {"SHOAL_SERVER": self.addr, "SHOAL_TOKEN": self.token}
+
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """Sends `sig` and returns the exit code."""
         if self.proc.poll() is None:
@@ -165,6 +178,21 @@ def start_shoald(shoald_path, tmp_path):
             if rc != 0:
                 failures.append(f"shoald {daemon.args} exited with {rc} on SIGTERM:\n{daemon.log()}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def module_shoald(shoald_path, tmp_path_factory):
+    """One shoald (roles all) shared by every test of a module, on one state dir: what is slow to
+    build there (the default container image, ~60 s of debootstrap) is built once per session
+    module. A test module opts in by overriding `shoald` with it. At teardown it gets SIGTERM and
+    must exit 0."""
+    base = tmp_path_factory.mktemp("module-shoald")
+    daemon = Daemon(shoald_path, base / "state", free_port_number(), base / "shoald.log")
+    daemon.wait_ready()
+    yield daemon
+    if daemon.proc.poll() is None:
+        rc = daemon.stop(timeout_s=60)
+        assert rc == 0, f"shoald exited with {rc} on SIGTERM:\n{daemon.log()[-20000:]}"
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@
 
 #include <jemalloc/jemalloc.h>
 
+#include "runtime/container/host_cgroups.hpp"
 #include "runtime/daemon.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/log.hpp"
@@ -41,6 +42,18 @@ int main(int argc, char** argv) {
   if (parsed->what == shoal::parsed_args::action::version) {
     std::cout << "shoald " << shoal::shoal_version << "\n";
     return 0;
+  }
+
+  // crun refuses hybrid cgroup hosts unless the unified mount is hidden in our mount namespace;
+  // that must happen before any thread exists (PLATFORM.md §9).
+  if (parsed->config.worker) {
+    auto layout = shoal::container::prepare_host_for_crun();
+    if (!layout) {
+      std::cerr << "shoald: cannot prepare this host for containers: "
+                << shoal::message_of(layout.error())
+                << " (run with --roles control to host no containers)\n";
+      return 1;
+    }
   }
 
   // Block the stop signals before any thread exists, so every thread inherits the mask and only

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib
 import inspect
 import os
 import platform
@@ -48,8 +49,11 @@ _SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.se
 _MAX_ERROR_CHARS = 1 << 20
 
 
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__) + os.sep
+
+
 def _internal_frame(filename: str) -> bool:
-    return filename.startswith(_SHOAL_DIR) or filename.startswith("<frozen importlib")
+    return filename.startswith((_SHOAL_DIR, _IMPORTLIB_DIR, "<frozen importlib"))
 
 
 def format_exception(exc: BaseException, container_id: str = "") -> str:
@@ -306,8 +310,14 @@ class GuestRuntime:
                 raise protocol.ProtocolError(f"input {item.id} arrived while it is running")
             self._inputs[item.id] = rec
         try:
-            fn, is_async = self._resolve(item)
-            method, args, kwargs = _definition.decode_args(item.args)
+            try:
+                method, args, kwargs = _definition.decode_args(item.args)
+            except Exception as e:
+                raise exception.DeserializationError(
+                    f"the arguments of an input of {self.name} cannot be unpickled "
+                    f"(are the local and container environments the same?): "
+                    f"{type(e).__name__}: {e}"
+                ) from e
             fn, is_async = self._target(method)
         except BaseException as e:  # noqa: B902 - reported as this input's failure
             self._finish_exception(rec, e)
@@ -317,9 +327,6 @@ class GuestRuntime:
             self._event_loop().call_soon_threadsafe(self._start_task, rec, fn, args, kwargs)
         else:
             rec.future = self._pool.submit(self._run_sync, rec, fn, args, kwargs)
-
-    def _resolve(self, item: protocol.Input) -> Tuple[Callable, bool]:
-        return (None, False)  # type: ignore[return-value] - replaced below
 
     def _target(self, method: Optional[str]) -> Tuple[Callable, bool]:
         if self._kind == "function":

@@ -32,6 +32,9 @@ where shoal connects (highest precedence first):
   defaults                                       the local cluster, environment "main"
 
 examples:
+  shoal run app.py                 run app.py's local entrypoint; its functions run in containers
+  shoal deploy app.py              deploy its functions under the app's name
+  shoal app list                   deployed and running apps
   shoal cluster up                 start (or find) the local cluster and show its status
   shoal actor list                 what is running inside shoald
   shoal token new --label ci       create a token for another machine
@@ -89,12 +92,15 @@ def note(message: str) -> None:
 
 
 def build_parser() -> Parser:
-    from . import actor, cluster, config_cmd, token  # noqa: PLC0415
+    from . import actor, app_cmd, cluster, config_cmd, container, run, token  # noqa: PLC0415
 
     parser = Parser(prog="shoal", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"shoal {__version__}")
     parser.set_defaults(handler=None, group_parser=parser)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
+    run.register(subparsers)
+    app_cmd.register(subparsers)
+    container.register(subparsers)
     cluster.register(subparsers)
     token.register(subparsers)
     actor.register(subparsers)

@@ -1,0 +1,589 @@
+#include "actors/container_supervisor/container_supervisor.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+#include <caf/actor_system.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/scheduler/scheduler_types.hpp"
+#include "runtime/binary_codec.hpp"
+#include "runtime/container/default_image.hpp"
+#include "runtime/container/oci_runtime.hpp"
+#include "runtime/container/oci_spec.hpp"
+#include "runtime/container/overlay_rootfs.hpp"
+#include "runtime/errc.hpp"
+#include "runtime/guest/guest_frame.hpp"
+#include "runtime/guest/guest_hub.hpp"
+#include "runtime/guest/guest_wire.hpp"
+#include "runtime/log.hpp"
+#include "storage/key.hpp"
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::guest::frame)
+
+namespace shoal::container_supervisor {
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono;
+using scheduler::output_status;
+
+using frame_atom = caf::atom_constant<caf::atom("cs_frame")>;
+using closed_atom = caf::atom_constant<caf::atom("cs_closed")>;
+using shim_exit_atom = caf::atom_constant<caf::atom("cs_exit")>;
+using deadline_atom = caf::atom_constant<caf::atom("cs_dead")>;
+using kill_atom = caf::atom_constant<caf::atom("cs_kill")>;
+
+using impl_actor = container_supervisor_actor::extend<
+  caf::reacts_to<frame_atom, guest::frame>, caf::reacts_to<closed_atom, caf::error>,
+  caf::reacts_to<shim_exit_atom, int>, caf::reacts_to<deadline_atom, uint64_t>,
+  caf::reacts_to<kill_atom>>;
+
+constexpr uint8_t record_version = 1;
+
+int64_t now_ms() {
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+/// The app's shipped files, written once per code id under <state>/code/<id> (read-only to
+/// containers). Concurrent supervisors may race: each writes a private temp dir and renames it;
+/// the loser's rename fails harmlessly.
+caf::expected<std::string> materialize_code(const node_services& svc, const std::string& code_id) {
+  auto dir = svc.state_dir + "/code/" + code_id;
+  std::error_code ec;
+  if (fs::exists(dir, ec))
+    return dir;
+  auto manifest_bytes = svc.db->get(storage::table::code, storage::key{}.str(code_id).bytes());
+  if (!manifest_bytes)
+    return manifest_bytes.error();
+  if (!*manifest_bytes)
+    return make_error(errc::not_found, "the code of this app (" + code_id + ") is not stored");
+  std::vector<scheduler::code_file> files;
+  if (auto err = decode_record(**manifest_bytes, record_version, files))
+    return err;
+  auto tmp = dir + ".tmp-" + std::to_string(::getpid()) + "-"
+             + std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec)
+    return make_error(errc::storage_failure, "cannot create " + tmp + ": " + ec.message());
+  for (const auto& f : files) {
+    auto blob = svc.db->get(storage::table::blobs, storage::key{}.str(f.sha256).bytes());
+    if (!blob)
+      return blob.error();
+    if (!*blob)
+      return make_error(errc::not_found, "the content of " + f.path + " is not stored");
+    auto target = fs::path{tmp} / f.path; // paths were validated by the scheduler
+    fs::create_directories(target.parent_path(), ec);
+    std::ofstream out{target, std::ios::binary};
+    out.write((*blob)->data(), static_cast<std::streamsize>((*blob)->size()));
+    out.close();
+    if (!out)
+      return make_error(errc::storage_failure, "cannot write " + target.string());
+    ::chmod(target.c_str(), (f.mode & 0755) | 0444);
+  }
+  if (::rename(tmp.c_str(), dir.c_str()) != 0)
+    fs::remove_all(tmp, ec); // another supervisor won the race
+  return dir;
+}
+
+output_status from_guest(guest::output_status s) {
+  switch (s) {
+    case guest::output_status::success: return output_status::success;
+    case guest::output_status::failure: return output_status::failure;
+    case guest::output_status::item: return output_status::generator_item;
+    case guest::output_status::done: return output_status::generator_done;
+    case guest::output_status::cancelled: return output_status::cancelled;
+  }
+  return output_status::internal_error;
+}
+
+/// Reads a pipe until EOF and forwards complete lines to the scheduler as log lines.
+void pump_logs(int fd, uint8_t stream, std::string container_id,
+               scheduler::scheduler_actor scheduler) {
+  std::string partial;
+  char buf[16384];
+  for (;;) {
+    auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    partial.append(buf, static_cast<size_t>(n));
+    std::vector<scheduler::log_line> lines;
+    size_t start = 0;
+    for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1)
+      lines.push_back(scheduler::log_line{now_ms(), container_id, stream,
+                                          partial.substr(start, nl - start)});
+    partial.erase(0, start);
+    if (partial.size() > 65536) { // a very long line without newline: flush it as is
+      lines.push_back(scheduler::log_line{now_ms(), container_id, stream, std::move(partial)});
+      partial.clear();
+    }
+    if (!lines.empty())
+      caf::anon_send(scheduler, scheduler::log_atom::value, container_id, std::move(lines));
+  }
+  if (!partial.empty())
+    caf::anon_send(scheduler, scheduler::log_atom::value, container_id,
+                   std::vector<scheduler::log_line>{
+                     scheduler::log_line{now_ms(), container_id, stream, std::move(partial)}});
+  ::close(fd);
+}
+
+struct supervisor_state {
+  supervisor_config cfg;
+  std::string lifecycle = "booting";
+  std::string bundle;
+  std::string guest_dir;
+  std::optional<container::overlay_rootfs> rootfs;
+  std::optional<guest::channel_id> channel;
+  bool started = false;       ///< crun started (the shim runs)
+  pid_t shim_pid = -1;
+  std::thread waiter;
+  std::vector<std::thread> log_readers;
+  std::map<uint64_t, int64_t> inflight; ///< input id -> started at (ms)
+  bool was_ready = false;
+  bool stop_requested = false;
+  bool timed_out = false;
+  bool exit_reported = false;
+  std::string fatal;          ///< FATAL text from the guest, if any
+  std::string boot_error;
+  uint32_t max_inputs = 1;
+  uint64_t inputs_run = 0;
+  uint64_t outputs_sent = 0;
+  uint64_t nested_calls = 0;
+  int64_t started_at_ms = now_ms();
+  static inline const char* name = "container_supervisor";
+};
+
+using self_ptr = impl_actor::stateful_pointer<supervisor_state>;
+
+void system_log(self_ptr self, const std::string& text) {
+  auto& st = self->state;
+  caf::anon_send(st.cfg.scheduler, scheduler::log_atom::value, st.cfg.container_id,
+                 std::vector<scheduler::log_line>{
+                   scheduler::log_line{now_ms(), st.cfg.container_id, 3, text}});
+}
+
+/// Everything the container leaves behind goes, in the order the runtime requires:
+/// (exit observed) → OOM read → crun delete → cgroup parents → overlay → dirs → hub channel.
+void cleanup_and_report(self_ptr self, container::exit_status status) {
+  auto& st = self->state;
+  if (st.exit_reported)
+    return;
+  st.exit_reported = true;
+  auto* svc = st.cfg.services;
+  const auto& id = st.cfg.container_id;
+  if (st.started) {
+    if (auto oom = svc->runtime->was_oom_killed(id); oom && *oom)
+      status.oom_killed = true;
+    if (auto err = svc->runtime->remove(id))
+      log::warn("container_remove_failed").kv("container_id", id).kv("error", message_of(err));
+    if (auto err = svc->runtime->remove_cgroup_parents(container::cgroups_path_for(id)))
+      log::debug("cgroup_cleanup_incomplete").kv("container_id", id).kv("error", message_of(err));
+  }
+  if (st.waiter.joinable())
+    st.waiter.join();
+  for (auto& t : st.log_readers)
+    if (t.joinable())
+      t.join();
+  if (st.channel)
+    svc->hub->close(*st.channel);
+  if (st.rootfs)
+    if (auto err = st.rootfs->release())
+      log::warn("overlay_release_failed").kv("container_id", id).kv("error", message_of(err));
+  std::error_code ec;
+  if (!st.bundle.empty())
+    fs::remove_all(st.bundle, ec);
+  if (!st.guest_dir.empty())
+    fs::remove_all(st.guest_dir, ec);
+
+  scheduler::container_exit exit;
+  exit.was_ready = st.was_ready;
+  exit.oom_killed = status.oom_killed;
+  exit.timed_out = st.timed_out;
+  exit.requested = st.stop_requested && !st.timed_out;
+  if (!st.boot_error.empty())
+    exit.reason = st.boot_error;
+  else if (!st.fatal.empty())
+    exit.reason = st.fatal;
+  else if (status.oom_killed)
+    exit.reason = "killed for exceeding its memory limit";
+  else
+    exit.reason = status.describe();
+  st.lifecycle = exit.requested || status.success() ? "stopped" : "crashed";
+  log::info("container_ended")
+    .kv("container_id", id)
+    .kv("function", st.cfg.function.name)
+    .kv("state", st.lifecycle)
+    .kv("reason", exit.reason);
+  self->send(st.cfg.scheduler, scheduler::exited_atom::value, id, std::move(exit));
+  self->quit();
+}
+
+void fail_boot(self_ptr self, const caf::error& err) {
+  self->state.boot_error = "container could not start: " + message_of(err);
+  cleanup_and_report(self, container::exit_status{});
+}
+
+void boot(self_ptr self) {
+  auto& st = self->state;
+  auto* svc = st.cfg.services;
+  const auto& fn = st.cfg.function;
+  const auto& id = st.cfg.container_id;
+  std::error_code ec;
+
+  // The image: the default Debian tree, built once per state dir (issue 4 replaces this).
+  auto image = container::prepare_image(svc->state_dir, [self](std::string_view line) {
+    system_log(self, "image: " + std::string{line});
+  });
+  if (!image)
+    return fail_boot(self, image.error());
+  std::string code_dir;
+  if (!fn.code_id.empty()) {
+    auto dir = materialize_code(*svc, fn.code_id);
+    if (!dir)
+      return fail_boot(self, dir.error());
+    code_dir = *dir;
+  }
+
+  st.bundle = svc->state_dir + "/containers/" + id;
+  st.guest_dir = svc->run_dir + "/" + id;
+  fs::create_directories(st.bundle, ec);
+  fs::create_directories(st.guest_dir, ec);
+  if (ec)
+    return fail_boot(self, make_error(errc::storage_failure,
+                                      "cannot create " + st.guest_dir + ": " + ec.message()));
+
+  // The guest channel first, so the guest finds its socket as soon as it runs.
+  guest::channel_handlers handlers;
+  auto handle = caf::actor_cast<impl_actor>(self);
+  handlers.on_frame = [handle](guest::channel_id, guest::frame f) {
+    caf::anon_send(handle, frame_atom::value, std::move(f));
+  };
+  handlers.on_closed = [handle](guest::channel_id, caf::error reason) {
+    caf::anon_send(handle, closed_atom::value, std::move(reason));
+  };
+  auto channel = svc->hub->listen(st.guest_dir + "/guest.sock", std::move(handlers));
+  if (!channel)
+    return fail_boot(self, channel.error());
+  st.channel = *channel;
+
+  auto rootfs = container::overlay_rootfs::mount(*image, st.bundle);
+  if (!rootfs)
+    return fail_boot(self, rootfs.error());
+  st.rootfs.emplace(std::move(*rootfs));
+
+  container::container_spec spec;
+  spec.id = id;
+  spec.hostname = id;
+  spec.args = {"/usr/bin/python3", "-m", "shoal._guest"};
+  spec.cwd = "/";
+  spec.env = {
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/root",
+    "PYTHONUNBUFFERED=1",
+    "PYTHONDONTWRITEBYTECODE=1",
+    "PYTHONPATH=/shoal/sdk",
+    "SHOAL_GUEST_SOCKET=/shoal/guest/guest.sock",
+    "SHOAL_CONTAINER_ID=" + id,
+    "SHOAL_FUNCTION_NAME=" + fn.name,
+    "SHOAL_APP_NAME=" + fn.app_name,
+    "SHOAL_ENVIRONMENT=" + fn.environment,
+    "SHOAL_CODE_DIR=/shoal/code",
+  };
+  for (const auto& [k, v] : fn.env)
+    spec.env.push_back(k + "=" + v);
+  spec.mounts = container::standard_mounts();
+  spec.mounts.push_back(container::guest_mount(st.guest_dir));
+  if (!code_dir.empty())
+    spec.mounts.push_back(container::code_mount(code_dir));
+  spec.mounts.push_back(container::mount_spec{"/shoal/sdk/shoal", svc->sdk_dir + "/shoal", "bind",
+                                              {"rbind", "ro", "nosuid", "nodev"}});
+  spec.limits.memory_bytes = static_cast<uint64_t>(fn.memory_mb) << 20;
+  spec.limits.cpu_millis = fn.cpu_millis;
+  spec.limits.pids_max = 4096;
+  spec.cgroups_path = container::cgroups_path_for(id);
+  if (auto err = container::write_bundle_config(st.bundle, spec))
+    return fail_boot(self, err);
+
+  int out_pipe[2];
+  int err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0)
+    return fail_boot(self, make_error(errc::unavailable, std::string{"pipe: "} + std::strerror(errno)));
+  auto pid = svc->runtime->start(st.bundle, id, out_pipe[1], err_pipe[1]);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  st.log_readers.emplace_back(pump_logs, out_pipe[0], uint8_t{1}, id, st.cfg.scheduler);
+  st.log_readers.emplace_back(pump_logs, err_pipe[0], uint8_t{2}, id, st.cfg.scheduler);
+  if (!pid)
+    return fail_boot(self, pid.error());
+  st.started = true;
+  st.shim_pid = *pid;
+  st.waiter = std::thread([handle, shim = *pid] {
+    int status = 0;
+    while (::waitpid(shim, &status, 0) < 0 && errno == EINTR) {
+    }
+    caf::anon_send(handle, shim_exit_atom::value, status);
+  });
+  log::info("container_started")
+    .kv("container_id", id)
+    .kv("function", fn.name)
+    .kv("app", fn.app_name)
+    .kv("boot_ms", now_ms() - st.started_at_ms);
+}
+
+void kill_container(self_ptr self) {
+  auto& st = self->state;
+  if (st.started && !st.exit_reported)
+    if (auto err = st.cfg.services->runtime->kill(st.cfg.container_id, SIGKILL))
+      log::debug("container_kill_failed").kv("container_id", st.cfg.container_id).kv("error", message_of(err));
+}
+
+void send_frame(self_ptr self, const guest::frame& f) {
+  auto& st = self->state;
+  if (st.channel)
+    st.cfg.services->hub->send(*st.channel, guest::encode(f));
+}
+
+std::string output_record(const scheduler::call_output& o) {
+  guest::wire_writer w;
+  w.u8(static_cast<uint8_t>(o.status)).bytes(o.data).str(o.error).u32(o.attempts);
+  return w.take();
+}
+
+/// A nested call from the guest: run it against the scheduler in the container's environment.
+void handle_call(self_ptr self, guest::call& c) {
+  auto& st = self->state;
+  ++st.nested_calls;
+  auto request_id = c.request_id;
+  auto reply_ok = [self, request_id](std::string body) {
+    send_frame(self, guest::reply{request_id, errc::none, std::move(body), {}});
+  };
+  auto reply_err = [self, request_id](const caf::error& err) {
+    send_frame(self, guest::reply{request_id, code_of(err), {}, message_of(err)});
+  };
+  guest::wire_reader r{c.body};
+  const auto& env = st.cfg.function.environment;
+  constexpr auto deadline = seconds(86400);
+  if (c.method == "function.lookup") {
+    auto app = r.str("app");
+    auto name = r.str("name");
+    if (auto err = r.finish("function.lookup body"))
+      return reply_err(err);
+    self->request(st.cfg.scheduler, seconds(30), scheduler::lookup_atom::value, env, app, name)
+      .then(
+        [reply_ok](scheduler::function_def& f) {
+          guest::wire_writer w;
+          uint32_t flags = (f.is_class ? 1u : 0u) | (f.is_generator ? 2u : 0u);
+          w.str(f.function_id).u32(flags).bytes(f.definition);
+          reply_ok(w.take());
+        },
+        reply_err);
+  } else if (c.method == "function.call") {
+    auto function_id = r.str("function_id");
+    auto args = r.bytes("args");
+    if (auto err = r.finish("function.call body"))
+      return reply_err(err);
+    self->request(st.cfg.scheduler, deadline, scheduler::call_atom::value, function_id, args)
+      .then([reply_ok](scheduler::call_output& o) { reply_ok(output_record(o)); }, reply_err);
+  } else if (c.method == "function.spawn") {
+    auto function_id = r.str("function_id");
+    auto args = r.bytes("args");
+    if (auto err = r.finish("function.spawn body"))
+      return reply_err(err);
+    self->request(st.cfg.scheduler, seconds(30), scheduler::spawn_atom::value, function_id, args)
+      .then(
+        [reply_ok](std::string& call_id) {
+          guest::wire_writer w;
+          w.str(call_id);
+          reply_ok(w.take());
+        },
+        reply_err);
+  } else if (c.method == "call.get") {
+    auto call_id = r.str("call_id");
+    auto timeout_ms = r.u64("timeout_ms");
+    if (auto err = r.finish("call.get body"))
+      return reply_err(err);
+    self->request(st.cfg.scheduler, milliseconds(timeout_ms) + seconds(30),
+                  scheduler::get_atom::value, call_id, timeout_ms)
+      .then(
+        [reply_ok](scheduler::call_result& res) {
+          guest::wire_writer w;
+          bool done = res.done && !res.outputs.empty();
+          w.u8(done ? 1 : 0);
+          std::string body = w.take();
+          if (done)
+            body += output_record(res.outputs.front());
+          reply_ok(std::move(body));
+        },
+        reply_err);
+  } else {
+    reply_err(make_error(errc::invalid_argument,
+                         "unknown nested call method '" + c.method + "' (this shoald is "
+                           + "older than the SDK in the container?)"));
+  }
+}
+
+void on_frame(self_ptr self, guest::frame& f) {
+  auto& st = self->state;
+  std::visit(
+    [&](auto& x) {
+      using T = std::decay_t<decltype(x)>;
+      if constexpr (std::is_same_v<T, guest::hello>) {
+        if (x.protocol != guest::protocol_version) {
+          st.fatal = "the guest speaks protocol " + std::to_string(x.protocol) + ", shoald "
+                     + std::to_string(guest::protocol_version);
+          return kill_container(self);
+        }
+        send_frame(self, guest::init{st.cfg.function.definition,
+                                     std::max<uint32_t>(st.cfg.function.max_inputs, 1)});
+      } else if constexpr (std::is_same_v<T, guest::ready>) {
+        st.was_ready = true;
+        st.max_inputs = std::max<uint32_t>(x.max_inputs, 1);
+        st.lifecycle = "idle";
+        log::info("container_ready_for_inputs")
+          .kv("container_id", st.cfg.container_id)
+          .kv("startup_ms", now_ms() - st.started_at_ms);
+        if (st.stop_requested)
+          send_frame(self, guest::shutdown{});
+        else
+          self->send(st.cfg.scheduler, scheduler::ready_atom::value, st.cfg.container_id,
+                     st.max_inputs);
+      } else if constexpr (std::is_same_v<T, guest::outputs>) {
+        std::vector<scheduler::guest_output> outs;
+        outs.reserve(x.items.size());
+        for (auto& o : x.items) {
+          auto status = from_guest(o.status);
+          if (status != output_status::generator_item)
+            st.inflight.erase(o.id);
+          outs.push_back(scheduler::guest_output{o.id, status, std::move(o.data), std::move(o.error)});
+        }
+        st.outputs_sent += outs.size();
+        st.lifecycle = st.inflight.empty() ? "idle" : "busy";
+        self->send(st.cfg.scheduler, scheduler::outputs_atom::value, st.cfg.container_id,
+                   std::move(outs));
+      } else if constexpr (std::is_same_v<T, guest::call>) {
+        handle_call(self, x);
+      } else if constexpr (std::is_same_v<T, guest::fatal>) {
+        st.fatal = x.error;
+        log::warn("guest_fatal").kv("container_id", st.cfg.container_id);
+        system_log(self, x.error);
+      } else {
+        // The hub accepts only guest-to-supervisor frames; anything else is a bug there.
+        log::error("unexpected_guest_frame").kv("container_id", st.cfg.container_id);
+      }
+    },
+    f);
+}
+
+impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) {
+  self->state.cfg = std::move(cfg);
+  boot(self);
+  return {
+    [self](run_atom, std::vector<scheduler::run_input>& inputs) {
+      auto& st = self->state;
+      if (st.exit_reported)
+        return;
+      guest::inputs frame;
+      for (auto& in : inputs) {
+        st.inflight[in.input_id] = now_ms();
+        if (in.timeout_ms > 0)
+          self->delayed_send(self, milliseconds(in.timeout_ms), deadline_atom::value, in.input_id);
+        frame.items.push_back(guest::input{in.input_id, std::move(in.args)});
+      }
+      st.inputs_run += frame.items.size();
+      st.lifecycle = "busy";
+      send_frame(self, frame);
+    },
+    [self](cancel_input_atom, uint64_t input_id) {
+      if (self->state.inflight.count(input_id) != 0)
+        send_frame(self, guest::cancel{input_id});
+    },
+    [self](stop_atom) {
+      auto& st = self->state;
+      if (st.stop_requested || st.exit_reported)
+        return;
+      st.stop_requested = true;
+      st.lifecycle = "draining";
+      // Boot ran in this actor's own thread before any message, so the container is running.
+      if (st.was_ready)
+        send_frame(self, guest::shutdown{});
+      self->delayed_send(self, st.cfg.services->stop_grace, kill_atom::value);
+    },
+    [self](deadline_atom, uint64_t input_id) {
+      auto& st = self->state;
+      auto i = st.inflight.find(input_id);
+      if (i == st.inflight.end() || st.exit_reported)
+        return;
+      st.inflight.erase(i);
+      st.timed_out = true;
+      const auto& fn = st.cfg.function;
+      auto seconds_text = std::to_string(fn.timeout_ms / 1000.0);
+      seconds_text.erase(seconds_text.find_last_not_of('0') + 1);
+      if (!seconds_text.empty() && seconds_text.back() == '.')
+        seconds_text.pop_back();
+      std::vector<scheduler::guest_output> outs{scheduler::guest_output{
+        input_id, output_status::timeout, {},
+        "function " + fn.name + " timed out after " + seconds_text + " s (timeout="
+          + seconds_text + ")"}};
+      self->send(st.cfg.scheduler, scheduler::outputs_atom::value, st.cfg.container_id,
+                 std::move(outs));
+      // Python cannot be interrupted safely: the container goes, its other inputs are re-queued.
+      system_log(self, "input timed out after " + seconds_text + " s; stopping the container");
+      kill_container(self);
+    },
+    [self](kill_atom) { kill_container(self); },
+    [self](frame_atom, guest::frame& f) { on_frame(self, f); },
+    [self](closed_atom, const caf::error& reason) {
+      auto& st = self->state;
+      st.channel.reset();
+      if (!st.exit_reported) {
+        log::debug("guest_channel_closed")
+          .kv("container_id", st.cfg.container_id)
+          .kv("reason", message_of(reason));
+        // The guest exits on its own after SHUTDOWN or FATAL; anything else is a crash.
+        if (!st.stop_requested && st.fatal.empty())
+          kill_container(self);
+      }
+    },
+    [self](shim_exit_atom, int wait_status) {
+      cleanup_and_report(self, container::decode_wait_status(wait_status));
+    },
+    [self](inspect_atom) {
+      auto& st = self->state;
+      auto s = snapshot_of(self, st.cfg.container_id, "container_supervisor", st.lifecycle);
+      s.counter("inflight", static_cast<int64_t>(st.inflight.size()))
+        .counter("inputs_run", static_cast<int64_t>(st.inputs_run))
+        .counter("outputs_sent", static_cast<int64_t>(st.outputs_sent))
+        .counter("nested_calls", static_cast<int64_t>(st.nested_calls))
+        .counter("max_inputs", st.max_inputs)
+        .detail("function", st.cfg.function.name)
+        .detail("app", st.cfg.function.app_name);
+      return s;
+    },
+  };
+}
+
+} // namespace
+
+container_supervisor_actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg) {
+  auto impl = sys.spawn<caf::detached>(supervisor_impl, std::move(cfg));
+  return caf::actor_cast<container_supervisor_actor>(impl);
+}
+
+} // namespace shoal::container_supervisor
