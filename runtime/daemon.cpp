@@ -16,6 +16,7 @@
 #include "actors/gateway/gateway_bridge.hpp"
 #include "actors/gateway/token_registry.hpp"
 #include "actors/node_agent/node_agent.hpp"
+#include "actors/queue_broker/queue_broker_actor.hpp"
 #include "actors/scheduler/scheduler.hpp"
 #include "runtime/container/crun_runtime.hpp"
 #include "runtime/guest/guest_hub.hpp"
@@ -119,6 +120,7 @@ struct daemon::parts {
   gateway::gateway_actor gateway;
   node_agent::node_agent_actor agent;
   scheduler::scheduler_actor scheduler;
+  queue_broker::queue_broker_actor queue_broker;
   std::unique_ptr<guest::guest_hub> hub;
   std::unique_ptr<container::oci_runtime> runtime;
   container_supervisor::node_services services;
@@ -201,11 +203,15 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
     enroll("node_agent", p->agent);
   }
   if (cfg.control) {
+    p->queue_broker = queue_broker::spawn_queue_broker(sys, *p->db, p->writer);
+    p->services.queue_broker = p->queue_broker; // nested queue/dict calls from containers
+    enroll("queue_broker", p->queue_broker);
     p->scheduler = scheduler::spawn_scheduler(sys, *p->db, p->writer, p->agent, {});
     enroll("scheduler", p->scheduler);
   }
 
   gateway::bridge_targets targets{&sys, p->gateway, p->admin, p->scheduler, p->facts};
+  targets.queue_broker = p->queue_broker;
   auto rpc = rpc_server::start(cfg.listen, [targets](rpc_context& ctx) {
     return gateway::make_bootstrap(ctx, targets);
   });
@@ -250,11 +256,15 @@ void daemon::stop() {
                [](caf::error& err) {
                  log::error("final_flush_failed").kv("error", message_of(err));
                });
-    for (auto handle : {caf::actor_cast<caf::actor>(p.scheduler), caf::actor_cast<caf::actor>(p.agent), caf::actor_cast<caf::actor>(p.gateway),
+    // The queue broker goes before the writer: its mutations in flight still get their replies.
+    for (auto handle : {caf::actor_cast<caf::actor>(p.scheduler), caf::actor_cast<caf::actor>(p.queue_broker),
+                        caf::actor_cast<caf::actor>(p.agent), caf::actor_cast<caf::actor>(p.gateway),
                         caf::actor_cast<caf::actor>(p.admin), caf::actor_cast<caf::actor>(p.writer)})
       if (handle)
         caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
     p.scheduler = nullptr;
+    p.queue_broker = nullptr;
+    p.services.queue_broker = nullptr;
     p.agent = nullptr;
     p.gateway = nullptr;
     p.admin = nullptr;

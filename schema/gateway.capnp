@@ -7,6 +7,7 @@ $Cxx.namespace("shoal::wire");
 
 using Common = import "common.capnp";
 using Functions = import "functions.capnp".Functions;
+using Queues = import "queues.capnp".Queues;
 
 interface Gateway {
   # Bootstrap capability of every shoald. Fails with [unauthenticated] for an empty, malformed,
@@ -63,4 +64,7 @@ interface Session {
 
   functions @6 () -> (functions :Functions);
   # Apps, functions and calls in this session's environment (schema/functions.capnp).
+
+  queues @7 () -> (queues :Queues);
+  # Queues and dicts in this session's environment (schema/queues.capnp).
 }

@@ -218,6 +218,35 @@ caf::error store::scan(table t, std::string_view prefix,
   return {};
 }
 
+caf::error store::scan_after(table t, std::string_view prefix, std::string_view start_after,
+                             const std::function<bool(std::string_view, std::string_view)>& visit) const {
+  auto* cf = impl_->family(t);
+  if (cf == nullptr)
+    return unknown_table(t);
+  if (start_after.substr(0, prefix.size()) != prefix)
+    return make_error(errc::invalid_argument, "a scan cursor must start with the scanned prefix");
+  rocksdb::ReadOptions ro;
+  auto bound = upper_bound_of(prefix);
+  rocksdb::Slice bound_slice{bound};
+  if (!bound.empty())
+    ro.iterate_upper_bound = &bound_slice;
+  std::unique_ptr<rocksdb::Iterator> it{impl_->db->NewIterator(ro, cf)};
+  rocksdb::Slice start{prefix.data(), prefix.size()};
+  rocksdb::Slice after{start_after.data(), start_after.size()};
+  it->Seek(after);
+  if (it->Valid() && it->key() == after)
+    it->Next();
+  for (; it->Valid() && it->key().starts_with(start); it->Next()) {
+    auto k = it->key();
+    auto v = it->value();
+    if (!visit(std::string_view{k.data(), k.size()}, std::string_view{v.data(), v.size()}))
+      return {};
+  }
+  if (!it->status().ok())
+    return failure("scanning table " + std::string{to_string(t)}, it->status());
+  return {};
+}
+
 caf::error store::write(const write_batch& batch, bool sync) {
   rocksdb::WriteBatch wb;
   for (const auto& op : batch.ops) {

@@ -94,6 +94,13 @@ public:
   scan(table t, std::string_view prefix,
        const std::function<bool(std::string_view, std::string_view)>& visit) const;
 
+  /// Like `scan`, but begins after the key `start_after` (which must start with `prefix`): the next
+  /// page of a listing whose cursor is the last key returned. The iterator seeks there, so a page
+  /// costs no more than its own keys.
+  [[nodiscard]] caf::error
+  scan_after(table t, std::string_view prefix, std::string_view start_after,
+             const std::function<bool(std::string_view, std::string_view)>& visit) const;
+
   /// Applies `batch` atomically. With `sync`, returns only once the batch is on stable storage.
   [[nodiscard]] caf::error write(const write_batch& batch, bool sync);
 

@@ -19,6 +19,7 @@
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/container_supervisor/data_calls.hpp"
 #include "actors/scheduler/scheduler_types.hpp"
 #include "runtime/binary_codec.hpp"
 #include "runtime/container/default_image.hpp"
@@ -432,6 +433,15 @@ void handle_call(self_ptr self, guest::call& c) {
           reply_ok(std::move(body));
         },
         reply_err);
+  } else if (is_data_method(c.method)) {
+    // queue.* and dict.* (data_calls.cpp); the REPLY goes straight to the hub (thread-safe).
+    if (!st.channel)
+      return;
+    auto* svc = st.cfg.services;
+    handle_data_call(self->system(), svc->queue_broker, caf::actor_cast<caf::actor>(self), env,
+                     std::move(c), [hub = svc->hub, channel = *st.channel](guest::reply reply) {
+                       hub->send(channel, guest::encode(reply));
+                     });
   } else {
     reply_err(make_error(errc::invalid_argument,
                          "unknown nested call method '" + c.method + "' (this shoald is "
@@ -497,18 +507,30 @@ impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) 
   return {
     [self](run_atom, std::vector<scheduler::run_input>& inputs) {
       auto& st = self->state;
-      if (st.exit_reported)
+      // After SHUTDOWN the guest drops new inputs; the scheduler re-queues them when this
+      // container's exit reaches it (they are in flight here as far as it knows).
+      if (st.exit_reported || st.stop_requested)
         return;
+      // Frames are capped (64 MiB); a batch of large inputs goes out in several.
+      constexpr size_t frame_budget = size_t{32} << 20;
       guest::inputs frame;
+      size_t frame_bytes = 0;
       for (auto& in : inputs) {
         st.inflight[in.input_id] = now_ms();
         if (in.timeout_ms > 0)
           self->delayed_send(self, milliseconds(in.timeout_ms), deadline_atom::value, in.input_id);
+        if (!frame.items.empty() && frame_bytes + in.args.size() > frame_budget) {
+          send_frame(self, frame);
+          frame.items.clear();
+          frame_bytes = 0;
+        }
+        frame_bytes += in.args.size() + 12;
         frame.items.push_back(guest::input{in.input_id, std::move(in.args)});
       }
-      st.inputs_run += frame.items.size();
+      st.inputs_run += inputs.size();
       st.lifecycle = "busy";
-      send_frame(self, frame);
+      if (!frame.items.empty())
+        send_frame(self, frame);
     },
     [self](cancel_input_atom, uint64_t input_id) {
       if (self->state.inflight.count(input_id) != 0)

@@ -7,6 +7,7 @@
 #include <caf/fwd.hpp>
 
 #include "actors/container_supervisor/container_supervisor_actor.hpp"
+#include "actors/queue_broker/queue_broker_actor.hpp"
 #include "actors/scheduler/scheduler_actor.hpp"
 #include "storage/store.hpp"
 
@@ -28,6 +29,8 @@ struct node_services {
   const storage::store* db = nullptr;
   guest::guest_hub* hub = nullptr;
   container::oci_runtime* runtime = nullptr;
+  /// Serves the guest's queue.* and dict.* calls (data_calls.hpp); invalid without the control role.
+  queue_broker::queue_broker_actor queue_broker;
   /// Grace period between SHUTDOWN and SIGKILL when a container is stopped.
   std::chrono::milliseconds stop_grace{5000};
 };

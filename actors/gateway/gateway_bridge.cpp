@@ -4,6 +4,7 @@
 
 #include <caf/actor_system.hpp>
 
+#include "actors/queue_broker/queue_broker_bridge.hpp"
 #include "actors/scheduler/scheduler_bridge.hpp"
 #include "runtime/kj_bridge.hpp"
 #include "schema/gateway.capnp.h"
@@ -201,6 +202,17 @@ public:
     ctx.getResults().setFunctions(
       scheduler::make_functions(ctx_, *targets_.sys, targets_.scheduler, scope_.environment)
         .castAs<wire::Functions>());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> queues(QueuesContext ctx) override {
+    auto pass = admit();
+    if (!targets_.queue_broker)
+      throw_error(errc::unavailable, "this shoald runs without the control role; connect to a "
+                                     "control node for queues and dicts");
+    ctx.getResults().setQueues(
+      queue_broker::make_queues(ctx_, *targets_.sys, targets_.queue_broker, scope_.environment)
+        .castAs<wire::Queues>());
     return kj::READY_NOW;
   }
 

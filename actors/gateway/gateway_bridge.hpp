@@ -7,6 +7,7 @@
 #include <caf/fwd.hpp>
 
 #include "actors/admin/admin_actor.hpp"
+#include "actors/queue_broker/queue_broker_actor.hpp"
 #include "actors/gateway/gateway_actor.hpp"
 #include "actors/scheduler/scheduler_actor.hpp"
 #include "runtime/node_facts.hpp"
@@ -21,6 +22,7 @@ struct bridge_targets {
   admin::admin_actor admin;
   scheduler::scheduler_actor scheduler; ///< invalid in a worker-only process
   node_facts facts;
+  queue_broker::queue_broker_actor queue_broker; ///< invalid in a worker-only process
 };
 
 /// The bootstrap capability; `ctx` must outlive it (rpc_server guarantees that).

@@ -198,6 +198,14 @@ uint32_t function_queue::booting_count() const noexcept {
   return n;
 }
 
+std::vector<std::pair<clock::time_point, std::string>> function_queue::idle_containers() const {
+  std::vector<std::pair<clock::time_point, std::string>> out;
+  for (auto& [id, slot] : containers_)
+    if (slot.state == slot_state::ready && slot.inflight.empty())
+      out.emplace_back(slot.idle_since, id);
+  return out;
+}
+
 std::vector<uint64_t> function_queue::inflight_on(const std::string& container_id) const {
   auto i = containers_.find(container_id);
   if (i == containers_.end())

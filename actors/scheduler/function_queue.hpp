@@ -94,6 +94,8 @@ public:
   /// Containers not draining: booting + ready.
   uint32_t live_container_count() const noexcept;
   uint32_t booting_count() const noexcept;
+  /// Ready containers with nothing in flight, with the time each became idle.
+  std::vector<std::pair<clock::time_point, std::string>> idle_containers() const;
   /// In-flight input ids on `container_id` (empty for unknown ids).
   std::vector<uint64_t> inflight_on(const std::string& container_id) const;
   const scaling_limits& limits() const noexcept { return limits_; }

@@ -900,6 +900,10 @@ public:
       }
     }
     pump(function_id);
+    // A slot is free on the node: functions waiting for capacity may start a container now.
+    for (auto& [fid, other] : st_.functions)
+      if (fid != function_id && other.queue.waiting_count() > 0)
+        pump(fid);
   }
 
   void request_container(function_state& fs) {
@@ -992,11 +996,40 @@ public:
     uint32_t start = std::min({plan.start, room, boot_room});
     for (uint32_t i = 0; i < start; ++i)
       request_container(fs);
+    // At capacity with demand left: an idle container of another function makes room.
+    if (plan.start > start && room == 0 && fs.queue.waiting_count() > 0) {
+      uint32_t draining = 0;
+      for (const auto& [cid, c] : st_.containers)
+        draining += c.stop_sent ? 1 : 0;
+      if (draining < plan.start - start)
+        reclaim_idle_container(function_id);
+    }
     for (const auto& cid : plan.stop) {
       auto ct = st_.containers.find(cid);
       if (ct != st_.containers.end())
         stop_container(ct->second);
     }
+  }
+
+  /// Stops the container idle the longest among other functions' containers above their
+  /// min_containers; its exit pumps every function with waiting inputs.
+  void reclaim_idle_container(const std::string& for_function) {
+    std::optional<std::pair<clock::time_point, std::string>> best;
+    for (auto& [fid, other] : st_.functions) {
+      if (fid == for_function || other.queue.live_container_count() <= other.def.min_containers)
+        continue;
+      for (auto& candidate : other.queue.idle_containers()) {
+        auto ct = st_.containers.find(candidate.second);
+        if (ct == st_.containers.end() || ct->second.stop_sent)
+          continue;
+        if (!best || candidate.first < best->first)
+          best = candidate;
+      }
+    }
+    if (!best)
+      return;
+    log::debug("container_reclaimed").kv("container_id", best->second).kv("for", for_function);
+    stop_container(st_.containers.at(best->second));
   }
 
   void tick() {

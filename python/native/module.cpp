@@ -230,6 +230,44 @@ private:
   std::unique_ptr<sc::log_stream> stream_;
 };
 
+// -- queues and dicts -------------------------------------------------------------------------------
+
+sc::data_kind kind_from(const std::string& kind) {
+  if (kind == "queue")
+    return sc::data_kind::queue;
+  if (kind == "dict")
+    return sc::data_kind::dict;
+  throw rpc_error("invalid_argument", "object kind '" + kind + "' is not 'queue' or 'dict'");
+}
+
+py::dict to_dict(const sc::data_object_info& o) {
+  py::dict d;
+  d["name"] = o.name;
+  d["kind"] = o.kind == sc::data_kind::dict ? "dict" : "queue";
+  d["ephemeral"] = o.ephemeral;
+  d["created_at_ms"] = o.created_at_ms;
+  d["item_count"] = o.item_count;
+  d["byte_count"] = o.byte_count;
+  d["partition_count"] = o.partition_count;
+  d["environment"] = o.environment;
+  return d;
+}
+
+/// An ephemeral queue or dict: closing it (or the GC) deletes the object on the server.
+class ephemeral_object {
+public:
+  explicit ephemeral_object(std::unique_ptr<sc::ephemeral_handle> h) : handle_(std::move(h)) {}
+  std::string name() const { return handle_->info().name; }
+  py::dict info() const { return to_dict(handle_->info()); }
+  void close() {
+    py::gil_scoped_release release;
+    handle_->close();
+  }
+
+private:
+  std::unique_ptr<sc::ephemeral_handle> handle_;
+};
+
 /// The Python-facing client: a connection that can be closed explicitly or by the GC.
 class client {
 public:
@@ -410,6 +448,150 @@ public:
     live().stop_container(id);
   }
 
+  // -- queues and dicts (schema/queues.capnp); every call releases the GIL while it waits ------
+  py::dict lookup_object(const std::string& kind, const std::string& name, bool create_if_missing) {
+    auto k = kind_from(kind);
+    sc::data_object_info info;
+    {
+      py::gil_scoped_release release;
+      info = live().lookup_object(k, name, create_if_missing);
+    }
+    return to_dict(info);
+  }
+  py::dict create_object(const std::string& kind, const std::string& name) {
+    auto k = kind_from(kind);
+    sc::data_object_info info;
+    {
+      py::gil_scoped_release release;
+      info = live().create_object(k, name);
+    }
+    return to_dict(info);
+  }
+  ephemeral_object create_ephemeral(const std::string& kind) {
+    auto k = kind_from(kind);
+    py::gil_scoped_release release;
+    return ephemeral_object(live().create_ephemeral(k));
+  }
+  void delete_object(const std::string& kind, const std::string& name) {
+    auto k = kind_from(kind);
+    py::gil_scoped_release release;
+    live().delete_object(k, name);
+  }
+  py::list list_objects(const std::string& kind) {
+    auto k = kind_from(kind);
+    std::vector<sc::data_object_info> objects;
+    {
+      py::gil_scoped_release release;
+      objects = live().list_objects(k);
+    }
+    py::list out;
+    for (const auto& o : objects)
+      out.append(to_dict(o));
+    return out;
+  }
+  void queue_put(const std::string& name, const std::string& partition, const py::list& items,
+                 uint64_t partition_ttl_ms) {
+    std::vector<std::string> payloads;
+    payloads.reserve(items.size());
+    for (auto item : items)
+      payloads.emplace_back(item.cast<py::bytes>());
+    py::gil_scoped_release release;
+    live().queue_put(name, partition, payloads, partition_ttl_ms);
+  }
+  py::list queue_get(const std::string& name, const std::string& partition, uint32_t max_items,
+                     uint64_t block_timeout_ms) {
+    std::vector<std::string> items;
+    {
+      py::gil_scoped_release release;
+      items = live().queue_get(name, partition, max_items, block_timeout_ms);
+    }
+    py::list out;
+    for (const auto& item : items)
+      out.append(py::bytes(item));
+    return out;
+  }
+  uint64_t queue_len(const std::string& name, const std::string& partition, bool total) {
+    py::gil_scoped_release release;
+    return live().queue_len(name, partition, total);
+  }
+  void queue_clear(const std::string& name, const std::string& partition, bool all) {
+    py::gil_scoped_release release;
+    live().queue_clear(name, partition, all);
+  }
+  py::tuple queue_peek(const std::string& name, const std::string& partition, uint64_t cursor,
+                       uint32_t limit, uint64_t block_timeout_ms) {
+    std::pair<std::vector<sc::queue_item>, uint64_t> page;
+    {
+      py::gil_scoped_release release;
+      page = live().queue_peek(name, partition, cursor, limit, block_timeout_ms);
+    }
+    py::list items;
+    for (const auto& item : page.first)
+      items.append(py::make_tuple(item.seq, py::bytes(item.data)));
+    return py::make_tuple(items, page.second);
+  }
+  py::tuple dict_get(const std::string& name, const py::bytes& key) {
+    std::string k = key;
+    std::pair<bool, std::string> r;
+    {
+      py::gil_scoped_release release;
+      r = live().dict_get(name, k);
+    }
+    return py::make_tuple(r.first, py::bytes(r.second));
+  }
+  bool dict_put(const std::string& name, const py::bytes& key, const py::bytes& value,
+                bool skip_if_exists) {
+    std::string k = key;
+    std::string v = value;
+    py::gil_scoped_release release;
+    return live().dict_put(name, k, v, skip_if_exists);
+  }
+  void dict_update(const std::string& name, const py::list& entries) {
+    std::vector<std::pair<std::string, std::string>> items;
+    items.reserve(entries.size());
+    for (auto e : entries) {
+      auto t = e.cast<py::tuple>();
+      items.emplace_back(std::string(t[0].cast<py::bytes>()), std::string(t[1].cast<py::bytes>()));
+    }
+    py::gil_scoped_release release;
+    live().dict_update(name, items);
+  }
+  py::tuple dict_pop(const std::string& name, const py::bytes& key) {
+    std::string k = key;
+    std::pair<bool, std::string> r;
+    {
+      py::gil_scoped_release release;
+      r = live().dict_pop(name, k);
+    }
+    return py::make_tuple(r.first, py::bytes(r.second));
+  }
+  bool dict_contains(const std::string& name, const py::bytes& key) {
+    std::string k = key;
+    py::gil_scoped_release release;
+    return live().dict_contains(name, k);
+  }
+  uint64_t dict_len(const std::string& name) {
+    py::gil_scoped_release release;
+    return live().dict_len(name);
+  }
+  py::tuple dict_scan(const std::string& name, const py::bytes& cursor, uint32_t limit,
+                      bool with_values) {
+    std::string c = cursor;
+    sc::dict_page page;
+    {
+      py::gil_scoped_release release;
+      page = live().dict_scan(name, c, limit, with_values);
+    }
+    py::list entries;
+    for (const auto& [k, v] : page.entries)
+      entries.append(py::make_tuple(py::bytes(k), py::bytes(v)));
+    return py::make_tuple(entries, py::bytes(page.next_cursor), page.done);
+  }
+  void dict_clear(const std::string& name) {
+    py::gil_scoped_release release;
+    live().dict_clear(name);
+  }
+
 private:
   connection& live() {
     if (!conn_)
@@ -421,6 +603,39 @@ private:
 };
 
 } // namespace
+
+/// Queues and dicts (schema/queues.capnp): `Client` methods and the `Ephemeral` handle.
+void bind_data_objects(py::module_& m, py::class_<client>& cls) {
+  cls.def("lookup_object", &client::lookup_object, py::arg("kind"), py::arg("name"),
+          py::arg("create_if_missing") = false)
+    .def("create_object", &client::create_object, py::arg("kind"), py::arg("name"))
+    .def("create_ephemeral", &client::create_ephemeral, py::arg("kind"))
+    .def("delete_object", &client::delete_object, py::arg("kind"), py::arg("name"))
+    .def("list_objects", &client::list_objects, py::arg("kind"))
+    .def("queue_put", &client::queue_put, py::arg("name"), py::arg("partition"), py::arg("items"),
+         py::arg("partition_ttl_ms") = 0)
+    .def("queue_get", &client::queue_get, py::arg("name"), py::arg("partition"),
+         py::arg("max_items"), py::arg("block_timeout_ms"))
+    .def("queue_len", &client::queue_len, py::arg("name"), py::arg("partition"), py::arg("total"))
+    .def("queue_clear", &client::queue_clear, py::arg("name"), py::arg("partition"), py::arg("all"))
+    .def("queue_peek", &client::queue_peek, py::arg("name"), py::arg("partition"),
+         py::arg("cursor"), py::arg("limit"), py::arg("block_timeout_ms"))
+    .def("dict_get", &client::dict_get, py::arg("name"), py::arg("key"))
+    .def("dict_put", &client::dict_put, py::arg("name"), py::arg("key"), py::arg("value"),
+         py::arg("skip_if_exists") = false)
+    .def("dict_update", &client::dict_update, py::arg("name"), py::arg("entries"))
+    .def("dict_pop", &client::dict_pop, py::arg("name"), py::arg("key"))
+    .def("dict_contains", &client::dict_contains, py::arg("name"), py::arg("key"))
+    .def("dict_len", &client::dict_len, py::arg("name"))
+    .def("dict_scan", &client::dict_scan, py::arg("name"), py::arg("cursor"), py::arg("limit"),
+         py::arg("with_values"))
+    .def("dict_clear", &client::dict_clear, py::arg("name"));
+
+  py::class_<ephemeral_object>(m, "Ephemeral")
+    .def_property_readonly("name", &ephemeral_object::name)
+    .def("info", &ephemeral_object::info)
+    .def("close", &ephemeral_object::close);
+}
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "Shoal's native client core (Cap'n Proto on its own thread).";
@@ -454,7 +669,8 @@ class RpcError(Exception):
     }
   });
 
-  py::class_<client>(m, "Client")
+  auto client_class = py::class_<client>(m, "Client");
+  client_class
     .def(py::init<const std::string&, const std::string&, const std::string&>(),
          py::arg("address"), py::arg("token"), py::arg("client_version") = "0.1.0",
          "Connects to shoald at 'host:port' and authenticates.")
@@ -480,6 +696,7 @@ class RpcError(Exception):
     .def("app_logs", &client::app_logs, py::arg("name"), py::arg("follow"))
     .def("list_containers", &client::list_containers)
     .def("stop_container", &client::stop_container, py::arg("container_id"));
+  bind_data_objects(m, client_class);
 
   py::class_<app_object>(m, "App")
     .def("info", &app_object::info)

@@ -17,15 +17,19 @@ from ._cls import Cls, Obj  # noqa: E402
 from ._functions import Function, FunctionCall  # noqa: E402
 from ._options import Retries  # noqa: E402
 from ._partial import concurrent, enter, exit, method, parameter  # noqa: E402,A004
+from .dict import Dict  # noqa: E402 - queues and dicts connect on first use
+from .queue import Queue  # noqa: E402
 
 __all__ = [
     "__version__",
     "App",
     "Cls",
+    "Dict",
     "Function",
     "FunctionCall",
     "LocalEntrypoint",
     "Obj",
+    "Queue",
     "Retries",
     "Stub",
     "concurrent",

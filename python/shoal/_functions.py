@@ -377,6 +377,23 @@ class Function:
     def __repr__(self) -> str:
         return f"<shoal.Function {self._name}>"
 
+    def __reduce__(self) -> Any:
+        # Passed as an argument or returned: travels by name, looked up again on the other side.
+        handle = self._handle
+        app_name = (handle.ref.app_name if handle.ref else None) or handle.app_name
+        if not app_name and handle.app is not None:
+            app_name = os.environ.get("SHOAL_APP_NAME") if _transport.in_container() else None
+            if not app_name and handle.app._is_live():
+                info = handle.app._running.info if handle.app._running else handle.app._deployed
+                app_name = (info or {}).get("name")
+        if not app_name:
+            raise SerializationError(
+                f"{self._name} cannot be pickled before its app runs or is deployed (it is sent "
+                "by name)"
+            )
+        name = f"{handle.tag}.{self._method}" if self._method else handle.tag
+        return (_function_by_name, (app_name, name))
+
     # --- identity ---
 
     @property
@@ -594,6 +611,11 @@ class Function:
         return _MapRun(self, transport, function_id, inputs, order_outputs, return_exceptions).results()
 
 
+def _function_by_name(app_name: str, name: str) -> Function:
+    """What a pickled Function becomes (module level, so plain pickle finds it)."""
+    return Function.from_name(app_name, name)
+
+
 def _method_is_generator(ref: _transport.FunctionRef, method: str) -> bool:
     if ref.definition is None:
         return False
@@ -751,6 +773,9 @@ class FunctionCall:
 
     def __repr__(self) -> str:
         return f"<shoal.FunctionCall {self._call_id}>"
+
+    def __reduce__(self) -> Any:
+        return (FunctionCall, (self._call_id,))
 
     @property
     def object_id(self) -> str:

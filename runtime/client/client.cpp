@@ -13,6 +13,7 @@
 
 #include "schema/functions.capnp.h"
 #include "schema/gateway.capnp.h"
+#include "schema/queues.capnp.h"
 
 namespace shoal::client {
 
@@ -94,6 +95,10 @@ struct kj_side {
   std::map<uint64_t, wire::App::Client> apps;
   std::map<uint64_t, wire::InputSink::Client> sinks;
   uint64_t next_handle = 1;
+  // Queues and dicts: the session's Queues capability (fetched once) and the handles of
+  // ephemeral objects, by handle id (dropping one deletes its object).
+  kj::Maybe<wire::Queues::Client> queues;
+  std::map<uint64_t, wire::EphemeralObject::Client> ephemerals;
 };
 
 /// Items pushed by the kj thread, pulled by callers; `done` once the stream ended.
@@ -313,6 +318,8 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
     stop.promise.wait(side.io.waitScope);
     side.apps.clear();
     side.sinks.clear();
+    side.ephemerals.clear();
+    side.queues = nullptr;
     side.functions = nullptr;
     side.session = nullptr;
     side.rpc = nullptr;
@@ -785,6 +792,305 @@ void connection::stop_container(const std::string& container_id) {
   impl_->run([&](kj_side& s) {
     auto req = impl_->functions(s).stopContainerRequest();
     req.setContainerId(container_id);
+    return req.send().ignoreResult();
+  });
+}
+
+// -- queues and dicts (schema/queues.capnp) ------------------------------------------------------
+
+namespace {
+
+wire::ObjectKind to_wire(data_kind kind) {
+  return kind == data_kind::dict ? wire::ObjectKind::DICT : wire::ObjectKind::QUEUE;
+}
+
+data_object_info convert(wire::DataObjectInfo::Reader r) {
+  data_object_info out;
+  out.name = r.getName();
+  out.kind = r.getKind() == wire::ObjectKind::DICT ? data_kind::dict : data_kind::queue;
+  out.ephemeral = r.getEphemeral();
+  out.created_at_ms = r.getCreatedAtMs();
+  out.item_count = r.getItemCount();
+  out.byte_count = r.getByteCount();
+  out.partition_count = r.getPartitionCount();
+  out.environment = r.getEnvironment();
+  return out;
+}
+
+std::string data_string(capnp::Data::Reader data) {
+  return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
+}
+
+/// The session's Queues capability, fetched once (pipelined).
+wire::Queues::Client& queues_of(connection::impl& c, kj_side& s) {
+  KJ_IF_MAYBE (q, s.queues)
+    return *q;
+  s.queues = c.session(s).queuesRequest().send().getQueues();
+  KJ_IF_MAYBE (q, s.queues)
+    return *q;
+  KJ_UNREACHABLE;
+}
+
+} // namespace
+
+struct ephemeral_handle::state {
+  std::shared_ptr<connection::impl> conn;
+  uint64_t id = 0;
+  bool closed = false;
+};
+
+ephemeral_handle::~ephemeral_handle() {
+  try {
+    close();
+  } catch (...) {
+    // The connection is gone: the server dropped the handle (and deleted the object) with it.
+  }
+}
+
+void ephemeral_handle::close() {
+  if (st_->closed)
+    return;
+  st_->closed = true;
+  st_->conn->run([this](kj_side& s) -> kj::Promise<void> {
+    s.ephemerals.erase(st_->id);
+    return kj::READY_NOW;
+  });
+}
+
+data_object_info connection::lookup_object(data_kind kind, const std::string& name,
+                                           bool create_if_missing) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).lookupRequest();
+    req.setKind(to_wire(kind));
+    req.setName(name);
+    req.setCreateIfMissing(create_if_missing);
+    return req.send().then(
+      [](capnp::Response<wire::Queues::LookupResults> r) { return convert(r.getInfo()); });
+  });
+}
+
+data_object_info connection::create_object(data_kind kind, const std::string& name) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).createRequest();
+    req.setKind(to_wire(kind));
+    req.setName(name);
+    return req.send().then(
+      [](capnp::Response<wire::Queues::CreateResults> r) { return convert(r.getInfo()); });
+  });
+}
+
+std::unique_ptr<ephemeral_handle> connection::create_ephemeral(data_kind kind) {
+  auto [id, info] = impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).createEphemeralRequest();
+    req.setKind(to_wire(kind));
+    return req.send().then([&s](capnp::Response<wire::Queues::CreateEphemeralResults> r) {
+      auto handle = s.next_handle++;
+      s.ephemerals.emplace(handle, r.getHandle());
+      return std::make_pair(handle, convert(r.getInfo()));
+    });
+  });
+  auto st = std::make_shared<ephemeral_handle::state>();
+  st->conn = impl_;
+  st->id = id;
+  return std::make_unique<ephemeral_handle>(std::move(st), std::move(info));
+}
+
+void connection::delete_object(data_kind kind, const std::string& name) {
+  impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).deleteRequest();
+    req.setKind(to_wire(kind));
+    req.setName(name);
+    return req.send().ignoreResult();
+  });
+}
+
+std::vector<data_object_info> connection::list_objects(data_kind kind) {
+  std::vector<data_object_info> all;
+  std::string cursor;
+  do {
+    auto [page, next] = impl_->run([&](kj_side& s) {
+      auto req = queues_of(*impl_, s).listRequest();
+      req.setKind(to_wire(kind));
+      req.initPage().setCursor(cursor);
+      return req.send().then([](capnp::Response<wire::Queues::ListResults> r) {
+        std::vector<data_object_info> items;
+        for (auto o : r.getObjects())
+          items.push_back(convert(o));
+        return std::make_pair(kj::mv(items), std::string{r.getPage().getNextCursor()});
+      });
+    });
+    for (auto& o : page)
+      all.push_back(std::move(o));
+    cursor = next;
+  } while (!cursor.empty());
+  return all;
+}
+
+void connection::queue_put(const std::string& name, const std::string& partition,
+                           const std::vector<std::string>& items, uint64_t partition_ttl_ms) {
+  impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).queuePutRequest();
+    req.setName(name);
+    req.setPartition(partition);
+    req.setPartitionTtlMs(partition_ttl_ms);
+    auto list = req.initItems(static_cast<unsigned>(items.size()));
+    for (unsigned i = 0; i < items.size(); ++i)
+      list.set(i, bytes_of(items[i]));
+    return req.send().ignoreResult();
+  });
+}
+
+std::vector<std::string> connection::queue_get(const std::string& name,
+                                               const std::string& partition, uint32_t max_items,
+                                               uint64_t block_timeout_ms) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).queueGetRequest();
+    req.setName(name);
+    req.setPartition(partition);
+    req.setMaxItems(max_items);
+    req.setBlockTimeoutMs(block_timeout_ms);
+    return req.send().then([](capnp::Response<wire::Queues::QueueGetResults> r) {
+      std::vector<std::string> out;
+      auto items = r.getItems();
+      out.reserve(items.size());
+      for (auto item : items)
+        out.push_back(data_string(item));
+      return out;
+    });
+  });
+}
+
+uint64_t connection::queue_len(const std::string& name, const std::string& partition, bool total) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).queueLenRequest();
+    req.setName(name);
+    req.setPartition(partition);
+    req.setTotal(total);
+    return req.send().then(
+      [](capnp::Response<wire::Queues::QueueLenResults> r) { return r.getCount(); });
+  });
+}
+
+void connection::queue_clear(const std::string& name, const std::string& partition, bool all) {
+  impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).queueClearRequest();
+    req.setName(name);
+    req.setPartition(partition);
+    req.setAll(all);
+    return req.send().ignoreResult();
+  });
+}
+
+std::pair<std::vector<queue_item>, uint64_t>
+connection::queue_peek(const std::string& name, const std::string& partition, uint64_t cursor,
+                       uint32_t limit, uint64_t block_timeout_ms) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).queuePeekRequest();
+    req.setName(name);
+    req.setPartition(partition);
+    req.setCursor(cursor);
+    req.setLimit(limit);
+    req.setBlockTimeoutMs(block_timeout_ms);
+    return req.send().then([](capnp::Response<wire::Queues::QueuePeekResults> r) {
+      std::vector<queue_item> out;
+      for (auto item : r.getItems())
+        out.push_back(queue_item{item.getSeq(), data_string(item.getData())});
+      return std::make_pair(kj::mv(out), r.getNextCursor());
+    });
+  });
+}
+
+std::pair<bool, std::string> connection::dict_get(const std::string& name, const std::string& key) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).dictGetRequest();
+    req.setName(name);
+    req.setKey(bytes_of(key));
+    return req.send().then([](capnp::Response<wire::Queues::DictGetResults> r) {
+      return std::make_pair(r.getFound(), data_string(r.getValue()));
+    });
+  });
+}
+
+bool connection::dict_put(const std::string& name, const std::string& key,
+                          const std::string& value, bool skip_if_exists) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).dictPutRequest();
+    req.setName(name);
+    req.setKey(bytes_of(key));
+    req.setValue(bytes_of(value));
+    req.setSkipIfExists(skip_if_exists);
+    return req.send().then(
+      [](capnp::Response<wire::Queues::DictPutResults> r) { return r.getWritten(); });
+  });
+}
+
+void connection::dict_update(const std::string& name,
+                             const std::vector<std::pair<std::string, std::string>>& entries) {
+  impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).dictUpdateRequest();
+    req.setName(name);
+    auto list = req.initEntries(static_cast<unsigned>(entries.size()));
+    for (unsigned i = 0; i < entries.size(); ++i) {
+      list[i].setKey(bytes_of(entries[i].first));
+      list[i].setValue(bytes_of(entries[i].second));
+    }
+    return req.send().ignoreResult();
+  });
+}
+
+std::pair<bool, std::string> connection::dict_pop(const std::string& name, const std::string& key) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).dictPopRequest();
+    req.setName(name);
+    req.setKey(bytes_of(key));
+    return req.send().then([](capnp::Response<wire::Queues::DictPopResults> r) {
+      return std::make_pair(r.getFound(), data_string(r.getValue()));
+    });
+  });
+}
+
+bool connection::dict_contains(const std::string& name, const std::string& key) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).dictContainsRequest();
+    req.setName(name);
+    req.setKey(bytes_of(key));
+    return req.send().then(
+      [](capnp::Response<wire::Queues::DictContainsResults> r) { return r.getFound(); });
+  });
+}
+
+uint64_t connection::dict_len(const std::string& name) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).dictLenRequest();
+    req.setName(name);
+    return req.send().then(
+      [](capnp::Response<wire::Queues::DictLenResults> r) { return r.getCount(); });
+  });
+}
+
+dict_page connection::dict_scan(const std::string& name, const std::string& cursor,
+                                uint32_t limit, bool with_values) {
+  return impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).dictScanRequest();
+    req.setName(name);
+    req.setCursor(bytes_of(cursor));
+    req.setLimit(limit);
+    req.setWithValues(with_values);
+    return req.send().then([](capnp::Response<wire::Queues::DictScanResults> r) {
+      dict_page page;
+      for (auto e : r.getEntries())
+        page.entries.emplace_back(data_string(e.getKey()), data_string(e.getValue()));
+      page.next_cursor = data_string(r.getNextCursor());
+      page.done = r.getDone();
+      return page;
+    });
+  });
+}
+
+void connection::dict_clear(const std::string& name) {
+  impl_->run([&](kj_side& s) {
+    auto req = queues_of(*impl_, s).dictClearRequest();
+    req.setName(name);
     return req.send().ignoreResult();
   });
 }

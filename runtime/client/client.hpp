@@ -142,6 +142,52 @@ struct container_info {
 
 class connection;
 
+// -- queues and dicts (schema/queues.capnp) -------------------------------------------------------
+
+/// "queue" or "dict" on the wire; the SDK passes these strings through.
+enum class data_kind : uint8_t { queue, dict };
+
+struct data_object_info {
+  std::string name;
+  data_kind kind = data_kind::queue;
+  bool ephemeral = false;
+  int64_t created_at_ms = 0;
+  uint64_t item_count = 0;
+  uint64_t byte_count = 0;
+  uint32_t partition_count = 0;
+  std::string environment;
+};
+
+struct queue_item {
+  uint64_t seq = 0;
+  std::string data;
+};
+
+/// One page of `dict_scan`: entries in key order, the cursor for the next page, and whether the
+/// listing is complete.
+struct dict_page {
+  std::vector<std::pair<std::string, std::string>> entries;
+  std::string next_cursor;
+  bool done = true;
+};
+
+/// An ephemeral queue or dict created by this client. Closing or destroying the handle (or losing
+/// the connection) deletes the object on the server.
+class ephemeral_handle {
+public:
+  ~ephemeral_handle();
+  const data_object_info& info() const noexcept { return info_; }
+  void close();
+
+  struct state;
+  ephemeral_handle(std::shared_ptr<state> st, data_object_info info)
+    : st_(std::move(st)), info_(std::move(info)) {}
+
+private:
+  std::shared_ptr<state> st_;
+  data_object_info info_;
+};
+
 /// An app created by this client. For an ephemeral app, `close()` (or destroying the handle)
 /// stops it; `heartbeat()` must be called regularly (the SDK does every 10 s).
 class app_handle {
@@ -241,6 +287,42 @@ public:
   std::unique_ptr<log_stream> app_logs(const std::string& name, bool follow);
   std::vector<container_info> list_containers();
   void stop_container(const std::string& container_id);
+
+  // -- queues and dicts (schema/queues.capnp), scoped to the session's environment ----------------
+  /// `create_if_missing` false: not_found when it does not exist.
+  data_object_info lookup_object(data_kind kind, const std::string& name, bool create_if_missing);
+  /// already_exists when the name is taken.
+  data_object_info create_object(data_kind kind, const std::string& name);
+  std::unique_ptr<ephemeral_handle> create_ephemeral(data_kind kind);
+  void delete_object(data_kind kind, const std::string& name);
+  std::vector<data_object_info> list_objects(data_kind kind);
+  /// Returns once the items are durable. `partition_ttl_ms` 0: the server's default.
+  void queue_put(const std::string& name, const std::string& partition,
+                 const std::vector<std::string>& items, uint64_t partition_ttl_ms);
+  /// Up to `max_items` items, waiting up to `block_timeout_ms` for the first; none on timeout.
+  std::vector<std::string> queue_get(const std::string& name, const std::string& partition,
+                                     uint32_t max_items, uint64_t block_timeout_ms);
+  uint64_t queue_len(const std::string& name, const std::string& partition, bool total);
+  void queue_clear(const std::string& name, const std::string& partition, bool all);
+  /// Items with seq >= cursor without consuming them, and the cursor of the next page.
+  std::pair<std::vector<queue_item>, uint64_t> queue_peek(const std::string& name,
+                                                          const std::string& partition,
+                                                          uint64_t cursor, uint32_t limit,
+                                                          uint64_t block_timeout_ms);
+  /// nullopt-like: `found` false when the key is absent.
+  std::pair<bool, std::string> dict_get(const std::string& name, const std::string& key);
+  /// False only when `skip_if_exists` and the key was present.
+  bool dict_put(const std::string& name, const std::string& key, const std::string& value,
+                bool skip_if_exists);
+  void dict_update(const std::string& name,
+                   const std::vector<std::pair<std::string, std::string>>& entries);
+  std::pair<bool, std::string> dict_pop(const std::string& name, const std::string& key);
+  bool dict_contains(const std::string& name, const std::string& key);
+  uint64_t dict_len(const std::string& name);
+  /// `cursor` "" starts at the first key.
+  dict_page dict_scan(const std::string& name, const std::string& cursor, uint32_t limit,
+                      bool with_values);
+  void dict_clear(const std::string& name);
 
   /// Disconnects and joins the kj thread; idempotent. Later calls throw "unavailable".
   void close();

@@ -142,6 +142,11 @@ class Model:
     def nested(self):
         return client.call("test.echo", b"from a method")
 
+    @sp.method()
+    def slow(self, seconds):
+        time.sleep(seconds)
+        return "slow done"
+
     def hidden(self):
         return "not a method"
 

@@ -267,13 +267,26 @@ def test_only_shoal_methods_can_be_called(guest, mod):
     assert out.status == p.FAILURE
     assert "Model.hidden is not a @shoal.method() of Model" in out.error
     (out,) = g.run_one(2, args())
-    assert "an input must name one of its methods (amul, gen, mul, nested, state)" in out.error
+    assert "an input must name one of its methods (amul, gen, mul, nested, slow, state)" in out.error
 
 
 def test_shutdown_runs_exit_hooks_then_exits_0(guest, mod, tmp_path):
     g = guest()
     g.start(cls_def(mod.Model))
     g.send(p.Shutdown())
+    assert g.wait() == 0
+    assert (tmp_path / "marker").read_text() == "exit ran\n__exit__ ran\n"
+
+
+def test_shutdown_lets_running_inputs_finish_and_drops_later_ones(guest, mod, tmp_path):
+    g = guest()
+    g.start(cls_def(mod.Model), max_inputs=2)
+    g.send(p.Inputs([p.Input(1, args(method="slow", seconds=0.3))]))
+    g.send(p.Shutdown())
+    g.send(p.Inputs([p.Input(2, args(3, method="mul"))]))  # after SHUTDOWN: never runs
+    got = g.collect([1])
+    assert [(o.status, value(o)) for o in got[1]] == [(p.SUCCESS, "slow done")]
+    assert g.recv() is None  # nothing for input 2; the guest exits
     assert g.wait() == 0
     assert (tmp_path / "marker").read_text() == "exit ran\n__exit__ ran\n"
 
@@ -419,6 +432,23 @@ def test_outputs_finished_while_a_frame_is_written_go_out_together():
     conn.release.set()
     first.join(10)
     assert [[o.id for o in f.items] for f in conn.frames] == [[1], [2, 3]]
+
+
+def test_async_inputs_finishing_in_one_loop_iteration_share_a_frame():
+    conn = _BlockingConnection()
+    conn.release.set()
+    rt = runtime.GuestRuntime(conn, {})
+    loop = rt._event_loop()
+    done = threading.Event()
+
+    def finish_three():  # three tasks completing in the same iteration
+        for i in (1, 2, 3):
+            rt._emit(p.Output(i, p.SUCCESS, b""))
+        loop.call_soon(done.set)
+
+    loop.call_soon_threadsafe(finish_three)
+    assert done.wait(10)
+    assert [[o.id for o in f.items] for f in conn.frames] == [[1, 2, 3]]
 
 
 def test_a_batch_larger_than_the_frame_cap_is_split(monkeypatch):

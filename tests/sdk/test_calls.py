@@ -395,3 +395,48 @@ def test_a_detached_run_is_not_stopped_at_the_end(fake):
         pass
     created = fake.created[-1]["app"]
     assert created.mode == "detached" and created.state == "running"
+
+
+def test_with_options_on_a_deployed_function_explains_the_limitation(fake):
+    deployed = shoal.App("options-target")
+
+    @deployed.function(serialized=True)
+    def one():
+        return 1
+
+    deployed.deploy()
+    quick = shoal.Function.from_name("options-target", "one").with_options(timeout=5)
+    with pytest.raises(InvalidError, match="registered when the app starts"):
+        quick.remote()
+
+
+def test_a_with_options_variant_made_before_the_start_runs_with_its_options(fake):
+    variant_app = shoal.App("variant")
+
+    @variant_app.function(serialized=True, timeout=60)
+    def nap(s):
+        time.sleep(s)
+        return s
+
+    quick = nap.with_options(timeout=0.2)
+    with variant_app.run(show_progress=False):
+        assert nap.remote(0.3) == 0.3
+        with pytest.raises(FunctionTimeoutError):
+            quick.remote(0.5)
+
+
+def test_get_refuses_a_negative_timeout(fake):
+    with pytest.raises(InvalidError, match="timeout=-1"):
+        shoal.FunctionCall("fc-1").get(timeout=-1)
+
+
+def test_functions_and_calls_travel_by_name_when_pickled(running):
+    from shoal import _definition
+
+    call = square.spawn(3)
+    again = _definition.decode_result(_definition.encode_result(call))
+    assert again.object_id == call.object_id and again.get() == 9
+    copy = _definition.decode_result(_definition.encode_result(square))
+    assert copy.remote(5) == 25
+    method = _definition.decode_result(_definition.encode_result(Counter().bump))
+    assert method.remote(1) == 1

@@ -93,7 +93,7 @@ class FakeSupervisor:
             self.spawned[call_id] = (time.monotonic(), self.run(r.str("function_id"), r.bytes("args")))
             return w.str(call_id).getvalue()
         if method == "call.get":
-            call_id, timeout_ms = r.str("call_id"), r.u64("timeout_ms")
+            call_id, _timeout_ms = r.str("call_id"), r.u64("timeout_ms")
             started, record = self.spawned[call_id]
             if call_id in self.pending:
                 return w.u8(0).getvalue()

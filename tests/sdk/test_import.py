@@ -4,8 +4,10 @@ extension (containers do not have it) nor cloudpickle."""
 import os
 import subprocess
 import textwrap
+from pathlib import Path
 
-from conftest import PYTHON, PYTHON_DIR
+PYTHON = "/usr/bin/python3"
+PYTHON_DIR = Path(__file__).resolve().parents[2] / "python"
 
 
 def test_defining_an_app_and_running_functions_locally_does_not_load_native_code():

@@ -10,6 +10,9 @@ Outside a container (:func:`is_active` is False) every call raises ``RuntimeErro
 Errors: a REPLY with a non-zero status raises the ``shoal.exception`` class for that ``errc``
 (``NotFoundError`` for ``not_found``, ...) with ``.code`` set; a lost connection ends the container
 (exit 70), so callers never see it.
+
+Bodies are built and parsed with ``shoal._guest.protocol.Writer`` / ``Reader`` (the SDK's
+``shoal._transport`` does it for the methods the doc lists).
 """
 
 from __future__ import annotations
@@ -99,49 +102,3 @@ async def acall(method: str, body: bytes) -> bytes:
         _forget(request_id)
         raise
     return _result(method, reply)
-
-
-# --- the methods of docs/guest-protocol.md ---------------------------------------------------------
-
-
-def _output_record(body: bytes) -> Tuple[int, bytes, str]:
-    r = protocol.Reader(body)
-    status, data, error = r.u8("status"), r.bytes("data"), r.str("error")
-    r.finish("output record")
-    return status, data, error
-
-
-def function_lookup(app: str, name: str) -> Tuple[str, int]:
-    """``function.lookup``: ``(function_id, definition_flags)``."""
-    body = protocol.Writer().str(app).str(name).getvalue()
-    r = protocol.Reader(call("function.lookup", body))
-    out = (r.str("function_id"), r.u32("definition_flags"))
-    r.finish("function.lookup reply")
-    return out
-
-
-def function_call(function_id: str, args: bytes) -> Tuple[int, bytes, str]:
-    """``function.call``: runs the function with an ``encode_args`` blob and waits; returns the
-    output record ``(status, data, error)`` (statuses as in OUTPUTS)."""
-    body = protocol.Writer().str(function_id).bytes(args).getvalue()
-    return _output_record(call("function.call", body))
-
-
-async def function_call_async(function_id: str, args: bytes) -> Tuple[int, bytes, str]:
-    body = protocol.Writer().str(function_id).bytes(args).getvalue()
-    return _output_record(await acall("function.call", body))
-
-
-def function_spawn(function_id: str, args: bytes) -> str:
-    """``function.spawn``: starts the function; returns the call id ("fc-...")."""
-    body = protocol.Writer().str(function_id).bytes(args).getvalue()
-    r = protocol.Reader(call("function.spawn", body))
-    call_id = r.str("call_id")
-    r.finish("function.spawn reply")
-    return call_id
-
-
-def call_get(call_id: str, timeout_ms: int) -> Tuple[int, bytes, str]:
-    """``call.get``: the output record of a spawned call, waiting up to ``timeout_ms``."""
-    body = protocol.Writer().str(call_id).u64(timeout_ms).getvalue()
-    return _output_record(call("call.get", body))

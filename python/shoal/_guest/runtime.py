@@ -4,7 +4,7 @@ the guest socket (docs/guest-protocol.md).
 Threads:
 
 - the main thread: HELLO, waits for INIT, imports the user's code, runs ``@enter`` hooks, sends
-  READY, then waits for SHUTDOWN and runs ``@exit`` hooks;
+  READY, then waits for SHUTDOWN, lets running inputs finish and runs ``@exit`` hooks;
 - ``shoal-reader``: reads every frame, starts inputs, delivers CANCEL and REPLY (so nested calls
   work while inputs and hooks run);
 - ``shoal-input-N``: a pool of ``max_inputs`` threads for sync functions;
@@ -143,14 +143,18 @@ class GuestRuntime:
         self._methods: Dict[str, Tuple[Callable, bool]] = {}
 
         self._lock = threading.Lock()  # guards _inputs and each _Input's flags
+        self._idle = threading.Condition(self._lock)  # notified when _inputs becomes empty
         self._inputs: Dict[int, _Input] = {}
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_lock = threading.Lock()
 
         self._out_lock = threading.Lock()  # guards _out_pending and _flushing
+        self._flushed = threading.Condition(self._out_lock)  # notified when _flushing ends
         self._out_pending: List[protocol.Output] = []
         self._flushing = False
+        self._flush_scheduled = False  # a _flush_soon is queued on the event loop
+        self._loop_thread_id: Optional[int] = None
 
     # --- lifecycle (main thread) ------------------------------------------------------------------
 
@@ -177,6 +181,14 @@ class GuestRuntime:
         self._ready = True
         self._send(protocol.Ready(self.max_inputs))
         self._shutdown.wait()
+        # Drain: inputs already running finish and send their outputs (the supervisor kills the
+        # container after its grace period if they take too long); nothing new starts.
+        with self._idle:
+            while self._inputs:
+                self._idle.wait()
+        with self._flushed:  # another thread may still be writing the last outputs
+            while self._flushing or self._out_pending:
+                self._flushed.wait()
         self._run_exit_hooks()
         self._exit(EXIT_OK)
 
@@ -197,12 +209,12 @@ class GuestRuntime:
         for name in _partial.marked(obj, _partial.METHOD):
             bound = getattr(self._instance, name)
             self._methods[name] = (bound, _is_async(bound))
-        for name in _partial.marked(obj, _partial.ENTER):
+        enter = _partial.marked(obj, _partial.ENTER)
+        for name in enter:
             self._call_hook(getattr(self._instance, name))
-        if hasattr(obj, "__enter__"):
-            self._call_hook(self._instance.__enter__)
-        if hasattr(obj, "__aenter__"):
-            self._call_hook(self._instance.__aenter__)
+        for legacy in ("__enter__", "__aenter__"):  # unless marked, which ran them already
+            if hasattr(obj, legacy) and legacy not in enter:
+                self._call_hook(getattr(self._instance, legacy))
 
     def _call_hook(self, hook: Callable, *args: Any) -> None:
         result = hook(*args)
@@ -212,12 +224,11 @@ class GuestRuntime:
     def _run_exit_hooks(self) -> None:
         if self._instance is None:
             return
-        hooks = [getattr(self._instance, n) for n in _partial.marked(self._cls, _partial.EXIT)]
-        calls: List[Tuple[Callable, tuple]] = [(h, ()) for h in hooks]
-        if hasattr(self._cls, "__exit__"):
-            calls.append((self._instance.__exit__, (None, None, None)))
-        if hasattr(self._cls, "__aexit__"):
-            calls.append((self._instance.__aexit__, (None, None, None)))
+        marked = _partial.marked(self._cls, _partial.EXIT)
+        calls: List[Tuple[Callable, tuple]] = [(getattr(self._instance, n), ()) for n in marked]
+        for legacy in ("__exit__", "__aexit__"):  # unless marked, which ran them already
+            if hasattr(self._cls, legacy) and legacy not in marked:
+                calls.append((getattr(self._instance, legacy), (None, None, None)))
         for hook, args in calls:
             try:
                 self._call_hook(hook, *args)
@@ -280,7 +291,7 @@ class GuestRuntime:
         t = frame.TYPE
         if t == protocol.INPUTS:
             if self._exiting:
-                return  # after SHUTDOWN nothing starts
+                return  # after SHUTDOWN nothing starts; the supervisor re-queues them
             if not self._ready:
                 raise protocol.ProtocolError("INPUTS arrived before READY")
             for item in frame.items:
@@ -306,7 +317,8 @@ class GuestRuntime:
     def _start_input(self, item: protocol.Input) -> None:
         rec = _Input(item.id)
         with self._lock:
-            if item.id in self._inputs:
+            running = self._inputs.get(item.id)
+            if running is not None and not running.done:
                 raise protocol.ProtocolError(f"input {item.id} arrived while it is running")
             self._inputs[item.id] = rec
         try:
@@ -425,11 +437,19 @@ class GuestRuntime:
         with self._loop_lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
+                started = threading.Event()
                 threading.Thread(
-                    target=_run_loop, args=(loop,), name="shoal-asyncio", daemon=True
+                    target=self._run_loop, args=(loop, started), name="shoal-asyncio", daemon=True
                 ).start()
+                started.wait()
                 self._loop = loop
             return self._loop
+
+    def _run_loop(self, loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        self._loop_thread_id = threading.get_ident()
+        started.set()
+        loop.run_forever()
 
     # --- outputs ------------------------------------------------------------------------------------
 
@@ -487,20 +507,43 @@ class GuestRuntime:
             if rec.done:
                 return
             rec.done = True
-            self._inputs.pop(rec.id, None)
         self._emit(protocol.Output(rec.id, status, data, error))
+        with self._lock:
+            if self._inputs.get(rec.id) is rec:
+                del self._inputs[rec.id]
+            if not self._inputs:
+                self._idle.notify_all()
 
     def _emit(self, out: protocol.Output) -> None:
         with self._out_lock:
             self._out_pending.append(out)
             if self._flushing:
                 return  # the thread writing now picks it up
+            if threading.get_ident() == self._loop_thread_id:
+                # On the event loop, tasks finishing in the same loop iteration share one frame.
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._loop.call_soon(self._flush_soon)
+                return
             self._flushing = True
+        self._flush()
+
+    def _flush_soon(self) -> None:
+        with self._out_lock:
+            self._flush_scheduled = False
+            if self._flushing or not self._out_pending:
+                return
+            self._flushing = True
+        self._flush()
+
+    def _flush(self) -> None:
+        """Writes pending outputs until none are left; the caller set ``_flushing``."""
         while True:
             with self._out_lock:
                 batch = self._out_pending
                 if not batch:
                     self._flushing = False
+                    self._flushed.notify_all()
                     return
                 self._out_pending = []
             try:
@@ -508,6 +551,7 @@ class GuestRuntime:
             except BaseException:
                 with self._out_lock:
                     self._flushing = False
+                    self._flushed.notify_all()
                 raise
 
     def _send_outputs(self, batch: List[protocol.Output]) -> None:
@@ -531,11 +575,6 @@ async def _await(awaitable: Any) -> Any:
 
 def _identity(value: Any) -> Any:
     return value
-
-
-def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    loop.run_forever()
 
 
 def _cancel_task(rec: _Input) -> None:

@@ -1,0 +1,345 @@
+#include "actors/queue_broker/queue_broker_bridge.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/send.hpp>
+
+#include "runtime/kj_bridge.hpp"
+#include "schema/queues.capnp.h"
+
+namespace shoal::queue_broker {
+
+namespace {
+
+constexpr uint32_t default_page_limit = 100;
+
+std::string to_std(capnp::Data::Reader data) {
+  return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
+}
+
+kj::ArrayPtr<const kj::byte> bytes_of(const std::string& s) {
+  return kj::arrayPtr(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+
+object_kind from_wire(wire::ObjectKind k) {
+  return k == wire::ObjectKind::DICT ? object_kind::dict : object_kind::queue;
+}
+
+wire::ObjectKind to_wire(object_kind k) {
+  return k == object_kind::dict ? wire::ObjectKind::DICT : wire::ObjectKind::QUEUE;
+}
+
+void fill(wire::DataObjectInfo::Builder out, const object_info& info) {
+  out.setName(info.name);
+  out.setKind(to_wire(info.kind));
+  out.setEphemeral(info.ephemeral);
+  out.setCreatedAtMs(info.created_at_ms);
+  out.setItemCount(info.item_count);
+  out.setByteCount(info.byte_count);
+  out.setPartitionCount(info.partition_count);
+  out.setEnvironment(info.environment);
+}
+
+/// What a Queues capability and its ephemeral handles share; kj thread only.
+struct queues_env {
+  rpc_context& ctx;
+  caf::actor_system& sys;
+  queue_broker_actor broker;
+  std::string environment;
+
+  template <class R, class... Ts>
+  kj::Promise<R> ask(Ts... xs) {
+    return bridge::ask<R>(sys, broker, bridge::default_timeout, std::move(xs)...);
+  }
+
+  /// For requests the broker may hold up to `block_ms` (blocking gets and peeks).
+  template <class R, class... Ts>
+  kj::Promise<R> ask_blocking(uint64_t block_ms, Ts... xs) {
+    return bridge::ask<R>(sys, broker, std::chrono::milliseconds(block_ms) + bridge::default_timeout,
+                          std::move(xs)...);
+  }
+};
+
+class ephemeral_impl final : public wire::EphemeralObject::Server {
+public:
+  ephemeral_impl(std::shared_ptr<queues_env> env, object_info info)
+    : env_(std::move(env)), info_(std::move(info)) {}
+
+  ~ephemeral_impl() {
+    // The creator let go (or its connection ended): the object goes. A `delete` that already
+    // happened makes this one fail with not_found, which nobody waits for.
+    caf::anon_send(env_->broker, delete_atom::value, info_.kind, info_.environment, info_.name);
+  }
+
+  kj::Promise<void> info(InfoContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    return env_->ask<object_info>(lookup_atom::value, info_.kind, info_.environment, info_.name, false)
+      .then([ctx](object_info info) mutable { fill(ctx.getResults().initInfo(), info); })
+      .attach(kj::mv(pass));
+  }
+
+private:
+  std::shared_ptr<queues_env> env_;
+  object_info info_;
+};
+
+class queues_impl final : public wire::Queues::Server {
+public:
+  explicit queues_impl(std::shared_ptr<queues_env> env) : env_(std::move(env)) {}
+
+  // -- objects --------------------------------------------------------------------------------
+
+  kj::Promise<void> lookup(LookupContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    return env_->ask<object_info>(lookup_atom::value, from_wire(p.getKind()), env_->environment,
+                                  std::string{p.getName()}, p.getCreateIfMissing())
+      .then([ctx](object_info info) mutable { fill(ctx.getResults().initInfo(), info); })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> create(CreateContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    return env_->ask<object_info>(create_atom::value, from_wire(p.getKind()), env_->environment,
+                                  std::string{p.getName()})
+      .then([ctx](object_info info) mutable { fill(ctx.getResults().initInfo(), info); })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> createEphemeral(CreateEphemeralContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto kind = from_wire(ctx.getParams().getKind());
+    // No owner actor: the EphemeralObject capability is the owner here.
+    return env_->ask<object_info>(ephemeral_atom::value, kind, env_->environment, caf::actor{})
+      .then([this, ctx](object_info info) mutable {
+        auto results = ctx.getResults();
+        fill(results.initInfo(), info);
+        results.setHandle(kj::heap<ephemeral_impl>(env_, std::move(info)));
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> delete_(DeleteContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    return env_->ask<void>(delete_atom::value, from_wire(p.getKind()), env_->environment,
+                           std::string{p.getName()})
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> list(ListContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto kind = from_wire(ctx.getParams().getKind());
+    return env_->ask<std::vector<object_info>>(list_atom::value, kind, env_->environment)
+      .then([ctx](std::vector<object_info> all) mutable {
+        auto page = ctx.getParams().getPage();
+        size_t limit = page.getLimit() == 0 ? default_page_limit : page.getLimit();
+        std::string cursor = page.getCursor();
+        size_t first = 0;
+        if (!cursor.empty())
+          while (first < all.size() && all[first].name <= cursor)
+            ++first;
+        size_t last = std::min(all.size(), first + limit);
+        auto results = ctx.getResults();
+        auto out = results.initObjects(static_cast<unsigned>(last - first));
+        for (size_t i = first; i < last; ++i)
+          fill(out[static_cast<unsigned>(i - first)], all[i]);
+        results.initPage().setNextCursor(last < all.size() ? all[last - 1].name : "");
+      })
+      .attach(kj::mv(pass));
+  }
+
+  // -- queues ---------------------------------------------------------------------------------
+
+  kj::Promise<void> queuePut(QueuePutContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    queue_put_request req;
+    req.environment = env_->environment;
+    req.name = p.getName();
+    req.partition = p.getPartition();
+    req.partition_ttl_ms = p.getPartitionTtlMs();
+    auto items = p.getItems();
+    req.items.reserve(items.size());
+    for (auto item : items)
+      req.items.push_back(to_std(item));
+    return env_->ask<void>(queue_put_atom::value, std::move(req)).attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> queueGet(QueueGetContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    queue_get_request req;
+    req.environment = env_->environment;
+    req.name = p.getName();
+    req.partition = p.getPartition();
+    req.max_items = p.getMaxItems();
+    req.block_timeout_ms = p.getBlockTimeoutMs();
+    auto block_ms = req.block_timeout_ms;
+    return env_->ask_blocking<std::vector<std::string>>(block_ms, queue_get_atom::value, std::move(req))
+      .then([ctx](std::vector<std::string> items) mutable {
+        auto out = ctx.getResults().initItems(static_cast<unsigned>(items.size()));
+        for (unsigned i = 0; i < items.size(); ++i)
+          out.set(i, bytes_of(items[i]));
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> queueLen(QueueLenContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    return env_->ask<uint64_t>(queue_len_atom::value, env_->environment, std::string{p.getName()},
+                               std::string{p.getPartition()}, p.getTotal())
+      .then([ctx](uint64_t n) mutable { ctx.getResults().setCount(n); })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> queueClear(QueueClearContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    return env_->ask<void>(queue_clear_atom::value, env_->environment, std::string{p.getName()},
+                           std::string{p.getPartition()}, p.getAll())
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> queuePeek(QueuePeekContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    queue_peek_request req;
+    req.environment = env_->environment;
+    req.name = p.getName();
+    req.partition = p.getPartition();
+    req.cursor = p.getCursor();
+    req.limit = p.getLimit() == 0 ? default_page_limit : p.getLimit();
+    req.block_timeout_ms = p.getBlockTimeoutMs();
+    auto block_ms = req.block_timeout_ms;
+    return env_->ask_blocking<queue_page>(block_ms, queue_peek_atom::value, std::move(req))
+      .then([ctx](queue_page page) mutable {
+        auto results = ctx.getResults();
+        auto out = results.initItems(static_cast<unsigned>(page.items.size()));
+        for (unsigned i = 0; i < page.items.size(); ++i) {
+          out[i].setSeq(page.items[i].first);
+          out[i].setData(bytes_of(page.items[i].second));
+        }
+        results.setNextCursor(page.next_cursor);
+      })
+      .attach(kj::mv(pass));
+  }
+
+  // -- dicts ----------------------------------------------------------------------------------
+
+  kj::Promise<void> dictGet(DictGetContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    return env_->ask<dict_value>(dict_get_atom::value, env_->environment, std::string{p.getName()},
+                                 to_std(p.getKey()))
+      .then([ctx](dict_value v) mutable {
+        auto results = ctx.getResults();
+        results.setFound(v.found);
+        results.setValue(bytes_of(v.value));
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> dictPut(DictPutContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    dict_put_request req;
+    req.environment = env_->environment;
+    req.name = p.getName();
+    req.key = to_std(p.getKey());
+    req.value = to_std(p.getValue());
+    req.skip_if_exists = p.getSkipIfExists();
+    return env_->ask<bool>(dict_put_atom::value, std::move(req))
+      .then([ctx](bool written) mutable { ctx.getResults().setWritten(written); })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> dictUpdate(DictUpdateContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    entry_list entries;
+    entries.reserve(p.getEntries().size());
+    for (auto e : p.getEntries())
+      entries.emplace_back(to_std(e.getKey()), to_std(e.getValue()));
+    return env_->ask<void>(dict_update_atom::value, env_->environment, std::string{p.getName()},
+                           std::move(entries))
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> dictPop(DictPopContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    return env_->ask<dict_value>(dict_pop_atom::value, env_->environment, std::string{p.getName()},
+                                 to_std(p.getKey()))
+      .then([ctx](dict_value v) mutable {
+        auto results = ctx.getResults();
+        results.setFound(v.found);
+        results.setValue(bytes_of(v.value));
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> dictContains(DictContainsContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    return env_->ask<bool>(dict_has_atom::value, env_->environment, std::string{p.getName()},
+                           to_std(p.getKey()))
+      .then([ctx](bool found) mutable { ctx.getResults().setFound(found); })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> dictLen(DictLenContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    return env_->ask<uint64_t>(dict_len_atom::value, env_->environment,
+                               std::string{ctx.getParams().getName()})
+      .then([ctx](uint64_t n) mutable { ctx.getResults().setCount(n); })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> dictScan(DictScanContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto p = ctx.getParams();
+    dict_scan_request req;
+    req.environment = env_->environment;
+    req.name = p.getName();
+    req.cursor = to_std(p.getCursor());
+    req.from_start = req.cursor.empty();
+    req.limit = p.getLimit() == 0 ? default_page_limit : p.getLimit();
+    req.with_values = p.getWithValues();
+    return env_->ask<dict_page>(dict_scan_atom::value, std::move(req))
+      .then([ctx](dict_page page) mutable {
+        auto results = ctx.getResults();
+        auto out = results.initEntries(static_cast<unsigned>(page.entries.size()));
+        for (unsigned i = 0; i < page.entries.size(); ++i) {
+          out[i].setKey(bytes_of(page.entries[i].first));
+          out[i].setValue(bytes_of(page.entries[i].second));
+        }
+        results.setNextCursor(bytes_of(page.next_cursor));
+        results.setDone(page.done);
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> dictClear(DictClearContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    return env_->ask<void>(dict_clear_atom::value, env_->environment,
+                           std::string{ctx.getParams().getName()})
+      .attach(kj::mv(pass));
+  }
+
+private:
+  std::shared_ptr<queues_env> env_;
+};
+
+} // namespace
+
+capnp::Capability::Client make_queues(rpc_context& ctx, caf::actor_system& sys,
+                                      queue_broker_actor broker, std::string environment) {
+  // shared_ptr (kj thread only): the Queues capability and the ephemeral handles it gives out
+  // share the environment; it lives until the last of them is dropped.
+  auto env = std::make_shared<queues_env>(queues_env{ctx, sys, std::move(broker), std::move(environment)});
+  return kj::heap<queues_impl>(std::move(env));
+}
+
+} // namespace shoal::queue_broker
