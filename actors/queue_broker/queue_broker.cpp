@@ -47,11 +47,12 @@ std::string quoted(const std::string& s) {
 }
 
 caf::error no_such(object_kind kind, const std::string& name) {
+  auto what = std::string{to_string(kind)};
+  auto type = kind == object_kind::queue ? "Queue" : "Dict";
   return make_error(errc::not_found,
-                    "no " + std::string{to_string(kind)} + " named " + quoted(name)
-                      + " in this environment; create it with " + std::string{to_string(kind)}
-                      + "s' from_name(" + quoted(name) + ", create_if_missing=True) or `shoal "
-                      + std::string{to_string(kind)} + " create " + name + "`");
+                    "no " + what + " named " + quoted(name) + " in this environment; create it with "
+                      + "shoal." + type + ".from_name(" + quoted(name)
+                      + ", create_if_missing=True) or `shoal " + what + " create " + name + "`");
 }
 
 // -- queues ----------------------------------------------------------------------------------------
@@ -473,17 +474,18 @@ public:
       return err;
     ++st_.gets;
     auto& p = q->partitions[req.partition];
-    auto rp = self_->make_response_promise<std::vector<std::string>>();
     auto n = st_.store.clamp_get(req.max_items);
     object_id id{req.environment, req.name};
+    auto block_ms = st_.store.clamp_block(req.block_timeout_ms);
+    if (p.ready.empty() && block_ms == 0) {
+      drop_if_idle(*q, req.partition);
+      return std::vector<std::string>{};
+    }
+    // Only now: once a promise exists, CAF no longer sends a value returned by the handler.
+    auto rp = self_->make_response_promise<std::vector<std::string>>();
     if (!p.ready.empty()) {
       consume(id, *q, req.partition, p, n, rp);
       return rp;
-    }
-    auto block_ms = st_.store.clamp_block(req.block_timeout_ms);
-    if (block_ms == 0) {
-      drop_if_idle(*q, req.partition);
-      return std::vector<std::string>{};
     }
     waiter w;
     w.id = st_.next_waiter++;
