@@ -304,6 +304,7 @@ void boot(self_ptr self) {
     "SHOAL_CONTAINER_ID=" + id,
     "SHOAL_FUNCTION_NAME=" + fn.name,
     "SHOAL_APP_NAME=" + fn.app_name,
+    "SHOAL_APP_ID=" + fn.app_id,
     "SHOAL_ENVIRONMENT=" + fn.environment,
     "SHOAL_CODE_DIR=/shoal/code",
   };

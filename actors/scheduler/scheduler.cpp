@@ -228,7 +228,7 @@ public:
         }
       auto k = app_key(info.environment, info.name);
       auto current = st_.app_by_name.find(k);
-      if (info.state == "running"
+      if (info.state == "running" && info.mode == app_mode::deployed
           && (current == st_.app_by_name.end()
               || st_.apps[current->second].info.version < info.version))
         st_.app_by_name[k] = info.app_id;
@@ -390,15 +390,18 @@ public:
       .kv("environment", info.environment)
       .kv("version", static_cast<int64_t>(info.version))
       .kv("functions", info.function_names.size());
-    st_.app_by_name[k] = info.app_id;
+    // Names resolve to deployed apps only: an ephemeral run of the same name must not hide them.
+    if (req.mode == app_mode::deployed)
+      st_.app_by_name[k] = info.app_id;
     st_.apps[info.app_id] = std::move(entry);
 
     auto rp = self_->make_response_promise<app_created>();
     self_->request(st_.writer, write_deadline, storage::write_atom::value, std::move(batch))
       .then(
-        [this, rp, out, ids = out.functions]() mutable {
+        // scheduler_logic is a per-message temporary: continuations capture the actor, not it.
+        [self = self_, rp, out, ids = out.functions]() mutable {
           for (const auto& fn : ids)
-            pump(fn.function_id); // min_containers start now
+            scheduler_logic{self}.pump(fn.function_id); // min_containers start now
           rp.deliver(std::move(out));
         },
         [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
@@ -436,18 +439,33 @@ public:
     log::info("app_stopped").kv("app_id", app_id).kv("name", app.info.name).kv("why", why);
   }
 
+  /// An app by id, else the deployed app of that name, else the newest running app of that name.
+  std::optional<std::string> find_app(const std::string& environment,
+                                      const std::string& name_or_id) const {
+    if (auto a = st_.apps.find(name_or_id);
+        a != st_.apps.end() && a->second.info.environment == environment)
+      return name_or_id;
+    if (auto n = st_.app_by_name.find(app_key(environment, name_or_id)); n != st_.app_by_name.end())
+      return n->second;
+    std::optional<std::string> newest;
+    int64_t newest_at = -1;
+    for (const auto& [id, app] : st_.apps)
+      if (app.info.environment == environment && app.info.name == name_or_id
+          && app.info.state == "running" && app.info.created_at_ms > newest_at) {
+        newest = id;
+        newest_at = app.info.created_at_ms;
+      }
+    return newest;
+  }
+
   caf::result<void> stop_app(const std::string& environment, const std::string& name_or_id) {
-    std::string app_id = name_or_id;
-    if (st_.apps.count(app_id) == 0) {
-      auto n = st_.app_by_name.find(app_key(environment, name_or_id));
-      if (n == st_.app_by_name.end())
-        return make_error(errc::not_found, "no running app named '" + name_or_id
-                                             + "' in environment '" + environment
-                                             + "'; `shoal app list` shows the apps");
-      app_id = n->second;
-    }
+    auto app_id = find_app(environment, name_or_id);
+    if (!app_id)
+      return make_error(errc::not_found, "no running app named '" + name_or_id
+                                           + "' in environment '" + environment
+                                           + "'; `shoal app list` shows the apps");
     storage::write_batch batch;
-    retire_app(app_id, "stopped by request", batch, /*fail_waiting=*/true);
+    retire_app(*app_id, "stopped by request", batch, /*fail_waiting=*/true);
     persist(std::move(batch));
     return caf::unit;
   }
@@ -466,12 +484,20 @@ public:
 
   caf::result<function_def> lookup(const std::string& environment, const std::string& app_name,
                                    const std::string& name) {
-    auto n = st_.app_by_name.find(app_key(environment, app_name));
-    if (n == st_.app_by_name.end())
+    // An app id ("ap-...") names any app, e.g. a container's own ephemeral app; a name resolves
+    // to the deployed app.
+    std::optional<std::string> app_id;
+    if (auto a = st_.apps.find(app_name);
+        a != st_.apps.end() && a->second.info.environment == environment)
+      app_id = app_name;
+    else if (auto n = st_.app_by_name.find(app_key(environment, app_name));
+             n != st_.app_by_name.end())
+      app_id = n->second;
+    if (!app_id)
       return make_error(errc::not_found, "no deployed app named '" + app_name
                                            + "' in environment '" + environment
                                            + "'; deploy it with `shoal deploy`");
-    auto& app = st_.apps[n->second];
+    auto& app = st_.apps[*app_id];
     for (const auto& fid : app.function_ids) {
       auto& fs = st_.functions.at(fid);
       if (fs.def.name == name)
@@ -615,7 +641,9 @@ public:
     auto rp = self_->make_response_promise<std::string>();
     self_->request(st_.writer, write_deadline, storage::write_atom::value, std::move(batch))
       .then(
-        [this, rp, call_id, function_id, args = std::move(args)]() mutable {
+        [self = self_, rp, call_id, function_id, args = std::move(args)]() mutable {
+          scheduler_logic logic{self};
+          auto& st_ = self->state;
           auto& call = st_.calls[call_id];
           call.call_id = call_id;
           call.function_id = function_id;
@@ -625,11 +653,11 @@ public:
           ++st_.calls_started;
           auto f = st_.functions.find(function_id);
           if (f != st_.functions.end()) {
-            if (auto broken = broken_output(f->second, 0)) {
-              complete(call, std::move(*broken));
+            if (auto broken = logic.broken_output(f->second, 0)) {
+              logic.complete(call, std::move(*broken));
             } else {
-              enqueue(call, 0, std::move(args), 1, {});
-              pump(function_id);
+              logic.enqueue(call, 0, std::move(args), 1, {});
+              logic.pump(function_id);
             }
           }
           rp.deliver(call_id);
@@ -1073,22 +1101,21 @@ public:
 
   caf::result<void> logs(const std::string& environment, const std::string& name,
                          log_sink_ptr sink, bool follow) {
-    std::string app_id = name;
-    if (st_.apps.count(app_id) == 0) {
-      std::optional<std::string> newest;
+    auto app_id = find_app(environment, name);
+    if (!app_id) {
+      // A stopped app's logs are still readable: the newest app of that name.
       int64_t newest_at = -1;
       for (const auto& [id, app] : st_.apps)
         if (app.info.environment == environment && app.info.name == name
             && app.info.created_at_ms > newest_at) {
-          newest = id;
+          app_id = id;
           newest_at = app.info.created_at_ms;
         }
-      if (!newest)
-        return make_error(errc::not_found, "no app named '" + name + "' in environment '"
-                                             + environment + "'");
-      app_id = *newest;
     }
-    auto& app = st_.apps[app_id];
+    if (!app_id)
+      return make_error(errc::not_found, "no app named '" + name + "' in environment '"
+                                           + environment + "'");
+    auto& app = st_.apps[*app_id];
     if (!app.recent_logs.empty())
       sink->lines({app.recent_logs.begin(), app.recent_logs.end()});
     if (follow)

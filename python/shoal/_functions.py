@@ -225,7 +225,9 @@ class _Handle:
         if self.app_name:
             return self.app_name
         if _transport.in_container():
-            name = os.environ.get("SHOAL_APP_NAME")
+            # The container's own app by id: it may be ephemeral (no name lookup) or share its
+            # name with a deployed app.
+            name = os.environ.get("SHOAL_APP_ID") or os.environ.get("SHOAL_APP_NAME")
             if name:
                 return name
         if self.app is not None and self.app.name:

@@ -37,6 +37,7 @@ examples:
   shoal app list                   deployed and running apps
   shoal cluster up                 start (or find) the local cluster and show its status
   shoal actor list                 what is running inside shoald
+  shoal queue list                 named queues (and `shoal dict list` for dicts)
   shoal token new --label ci       create a token for another machine
   shoal token set --server build-1:7650 --token tok-...
                                    use a remote shoald from this machine
@@ -93,6 +94,7 @@ def note(message: str) -> None:
 
 def build_parser() -> Parser:
     from . import actor, app_cmd, cluster, config_cmd, container, run, token  # noqa: PLC0415
+    from . import dict_cmd, queue_cmd  # noqa: PLC0415
 
     parser = Parser(prog="shoal", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"shoal {__version__}")
@@ -105,6 +107,8 @@ def build_parser() -> Parser:
     token.register(subparsers)
     actor.register(subparsers)
     config_cmd.register(subparsers)
+    queue_cmd.register(subparsers)
+    dict_cmd.register(subparsers)
     return parser
 
 
