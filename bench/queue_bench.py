@@ -1,0 +1,288 @@
+"""Queue benchmark (issue 5): Shoal's durable queue beside redis-server on the same machine, same run.
+
+    /usr/bin/python3 bench/queue_bench.py                 # 1 and 50 clients, 10 s each
+    /usr/bin/python3 bench/queue_bench.py --seconds 3     # a quicker smoke run
+
+Workload: every client loops `put(item)` then `get()` (blocking, 30 s limit) on one shared queue;
+items are ~100-byte pickled dicts. Reported: completed put+get pairs per second (all clients
+together) and the latency of the put's acknowledgement (p50, p99), i.e. the time until the
+server said the item is durable.
+
+- Shoal: `shoal.Queue.put` / `.get` through the SDK (pickling included) against a private shoald
+  (`--roles control`, state dir on the same disk as Redis's). A put returns after its group
+  commit's fsync.
+- Redis (Debian's redis-server): `LPUSH` / `BRPOP` with redis-py (pickling included), AOF on,
+  once with `appendfsync always` (fsync before replying; Redis batches the clients of one event
+  loop turn into one fsync) and once with `appendfsync everysec` (a reply may precede the fsync by
+  up to a second: not durable on acknowledgement).
+
+Clients: N threads spread over processes (1 client: one process; 50: 5 processes x 10 threads), the
+same for both systems, so both pay the same Python overhead. Prints a Markdown table for
+bench/RESULTS.md.
+
+Needs: shoald (SHOAL_SHOALD, `shoald` on PATH or build*/tools/shoald/shoald) and the Debian
+packages redis-server and python3-redis (tools/dev installs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import multiprocessing as mp
+import os
+import pickle
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "python"))
+
+ITEM = {"id": 0, "body": "x" * 64, "tags": ["bench", "queue"]}
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, int(round(p / 100 * (len(values) - 1)))))
+    return values[k]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- clients (run in worker processes) ------------------------------------------------------------
+
+
+def _run_threads(make_client, threads, start_at, stop_at, out):
+    """Each thread: its own client; loops put+get between start_at and stop_at."""
+    results = []
+    lock = threading.Lock()
+
+    def loop(index):
+        put, get = make_client()
+        item = dict(ITEM)
+        put_lat = []
+        pairs = 0
+        while time.time() < start_at:
+            time.sleep(0.001)
+        while True:
+            now = time.time()
+            if now >= stop_at:
+                break
+            item["id"] = pairs
+            t0 = time.perf_counter()
+            put(item)
+            t1 = time.perf_counter()
+            get()
+            put_lat.append(t1 - t0)
+            pairs += 1
+        with lock:
+            results.append((pairs, put_lat))
+
+    ts = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out.put(results)
+
+
+def shoal_worker(addr, token, threads, start_at, stop_at, out):
+    import shoal
+    from shoal import _client, _transport
+
+    conn = _client.connect_to(_client.Target(addr, token, embedded=False, source="bench"))
+    _transport.set_host(_transport.NativeTransport(conn))
+    queue = shoal.Queue.from_name("bench", create_if_missing=True)
+    queue.len()
+
+    def make_client():
+        return (lambda v: queue.put(v)), (lambda: queue.get(timeout=30))
+
+    _run_threads(make_client, threads, start_at, stop_at, out)
+
+
+def redis_worker(port, threads, start_at, stop_at, out):
+    import redis
+
+    def make_client():
+        r = redis.Redis(host="127.0.0.1", port=port)
+
+        def put(v):
+            r.lpush("bench", pickle.dumps(v))
+
+        def get():
+            item = r.brpop("bench", timeout=30)
+            return pickle.loads(item[1]) if item else None
+
+        return put, get
+
+    _run_threads(make_client, threads, start_at, stop_at, out)
+
+
+def measure(worker, args, clients, seconds, per_proc):
+    procs_n = max(1, (clients + per_proc - 1) // per_proc)
+    out = mp.Queue()
+    start_at = time.time() + 1.5  # every process connected and ready
+    stop_at = start_at + seconds
+    procs = []
+    left = clients
+    for _ in range(procs_n):
+        n = min(per_proc, left)
+        left -= n
+        p = mp.Process(target=worker, args=(*args, n, start_at, stop_at, out))
+        p.start()
+        procs.append(p)
+    results = []
+    for _ in procs:
+        results.extend(out.get(timeout=seconds + 120))
+    for p in procs:
+        p.join(30)
+    pairs = sum(r[0] for r in results)
+    lat = [x for r in results for x in r[1]]
+    return {
+        "pairs_per_s": pairs / seconds,
+        "put_p50_ms": percentile(lat, 50) * 1000,
+        "put_p99_ms": percentile(lat, 99) * 1000,
+        "pairs": pairs,
+    }
+
+
+# --- servers --------------------------------------------------------------------------------------
+
+
+def find_shoald():
+    if os.environ.get("SHOAL_SHOALD"):
+        return os.environ["SHOAL_SHOALD"]
+    for candidate in ("build", "build-queue"):
+        path = REPO / candidate / "tools" / "shoald" / "shoald"
+        if path.is_file():
+            return str(path)
+    found = shutil.which("shoald")
+    if found:
+        return found
+    sys.exit("shoald not found: build it or set SHOAL_SHOALD")
+
+
+class Shoald:
+    def __init__(self, base: Path):
+        self.state = base / "shoald"
+        self.port = free_port()
+        self.log = open(base / "shoald.log", "ab")
+        self.proc = subprocess.Popen(
+            [find_shoald(), "--roles", "control", "--listen", f"127.0.0.1:{self.port}",
+             "--state-dir", str(self.state), "--log-level", "warn"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        addr_file = self.state / "shoald.addr"
+        deadline = time.time() + 30
+        while not addr_file.exists():
+            if self.proc.poll() is not None or time.time() > deadline:
+                sys.exit(f"shoald did not start; see {base / 'shoald.log'}")
+            time.sleep(0.05)
+        self.addr = addr_file.read_text().strip()
+        self.token = (self.state / "admin.token").read_text().strip()
+
+    def batches(self):
+        from shoal import _client
+
+        conn = _client.connect_to(_client.Target(self.addr, self.token, embedded=False, source="bench"))
+        try:
+            return dict(conn.inspect_actor("storage_writer")["counters"])
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+class Redis:
+    def __init__(self, base: Path, fsync: str):
+        self.dir = base / f"redis-{fsync}"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", fsync, "--save", "", "--daemonize", "no",
+             "--logfile", str(self.dir / "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        deadline = time.time() + 15
+        while True:
+            try:
+                redis.Redis(host="127.0.0.1", port=self.port).ping()
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                if time.time() > deadline:
+                    sys.exit(f"redis-server did not start; see {self.dir / 'redis.log'}")
+                time.sleep(0.05)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per configuration")
+    parser.add_argument("--clients", default="1,50", help="client counts, comma-separated")
+    parser.add_argument("--threads-per-process", type=int, default=10)
+    parser.add_argument("--dir", default="/var/tmp", help="parent of the data dirs (a real disk, not tmpfs)")
+    args = parser.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+
+    base = Path(tempfile.mkdtemp(prefix="queue-bench-", dir=args.dir))
+    rows = []
+    notes = []
+    try:
+        shoald = Shoald(base)
+        for n in clients:
+            before = shoald.batches()
+            r = measure(shoal_worker, (shoald.addr, shoald.token), n, args.seconds, args.threads_per_process)
+            after = shoald.batches()
+            fsyncs = after["batches_committed"] - before["batches_committed"]
+            writes = after["writes_committed"] - before["writes_committed"]
+            notes.append(f"shoal, {n} client(s): {writes} writes in {fsyncs} fsyncs "
+                         f"({writes / max(fsyncs, 1):.1f} per fsync)")
+            rows.append(("Shoal (fsync before ack)", n, r))
+            print(f"shoal {n}: {r}", file=sys.stderr, flush=True)
+        shoald.stop()
+        for fsync, label in (("always", "Redis appendfsync always"), ("everysec", "Redis appendfsync everysec")):
+            server = Redis(base, fsync)
+            for n in clients:
+                r = measure(redis_worker, (server.port,), n, args.seconds, args.threads_per_process)
+                rows.append((label, n, r))
+                print(f"redis {fsync} {n}: {r}", file=sys.stderr, flush=True)
+            server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    today = datetime.date.today().isoformat()
+    print(f"Run {today} on {platform.node()}: {os.cpu_count()} cores, {platform.platform()}, "
+          f"Python {platform.python_version()}; {args.seconds:.0f} s per row; data on {args.dir}.")
+    print()
+    print("| system | clients | put+get pairs/s | put ack p50 (ms) | put ack p99 (ms) |")
+    print("|---|---:|---:|---:|---:|")
+    for label, n, r in rows:
+        print(f"| {label} | {n} | {r['pairs_per_s']:.0f} | {r['put_p50_ms']:.2f} | {r['put_p99_ms']:.2f} |")
+    print()
+    for note in notes:
+        print(f"- {note}")
+
+
+if __name__ == "__main__":
+    main()

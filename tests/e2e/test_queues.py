@@ -1,0 +1,495 @@
+"""Queues and dicts end to end (issue 5): the real shoald, the SDK in this process (shoal.Queue,
+shoal.Dict over shoal._native), the `shoal queue|dict` CLI, and a crash test that SIGKILLs shoald
+under producer load.
+
+Most tests share one daemon (`module_shoald`) and use distinct object names; the crash test has
+its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import queue
+import random
+import signal
+import threading
+import time
+import warnings
+
+import pytest
+
+from conftest import run_shoal, wait_until
+
+
+@pytest.fixture(scope="module")
+def shoald(module_shoald):
+    return module_shoald
+
+
+def connect(daemon):
+    from shoal import _client
+
+    return _client.connect_to(_client.Target(daemon.addr, daemon.token, embedded=False, source="test"))
+
+
+@pytest.fixture(scope="module")
+def sdk(shoald):
+    """The SDK of this process talks to the module's shoald."""
+    import shoal
+    from shoal import _transport
+
+    conn = connect(shoald)
+    previous = _transport.set_host(_transport.NativeTransport(conn))
+    yield shoal
+    _transport.set_host(previous)
+    conn.close()
+
+
+@pytest.fixture
+def cli(shoald, shoal_home):
+    def run(args, env=None, input=None):
+        return run_shoal(args, home=shoal_home, env={**shoald.env(), **(env or {})}, input=input)
+
+    return run
+
+
+def counters(conn, actor: str) -> dict:
+    return dict(conn.inspect_actor(actor)["counters"])
+
+
+# --- queues ---------------------------------------------------------------------------------------
+
+
+def test_put_and_get_are_fifo_and_len_counts_what_is_there(sdk):
+    q = sdk.Queue.from_name("fifo", create_if_missing=True)
+    for i in range(5):
+        q.put({"n": i})
+    assert q.len() == 5
+    assert [q.get() for _ in range(5)] == [{"n": i} for i in range(5)]
+    assert q.len() == 0
+
+
+def test_from_name_of_a_missing_queue_fails_on_first_use_with_a_hint(sdk):
+    q = sdk.Queue.from_name("never-created")  # lazy, like Modal
+    with pytest.raises(sdk.exception.NotFoundError) as e:
+        q.put(1)
+    assert "create_if_missing=True" in str(e.value)
+    with pytest.raises(sdk.exception.InvalidError):
+        sdk.Queue.from_name("bad/name", create_if_missing=True).len()
+
+
+def test_a_blocking_get_waits_for_a_put_from_another_thread(sdk):
+    q = sdk.Queue.from_name("blocking", create_if_missing=True)
+    got = []
+    t = threading.Thread(target=lambda: got.append(q.get(timeout=20)))
+    t.start()
+    time.sleep(0.3)
+    assert not got
+    q.put("wake up")
+    t.join(20)
+    assert got == ["wake up"]
+
+
+def test_get_with_a_timeout_raises_queue_empty_and_nonblocking_get_returns_none(sdk):
+    q = sdk.Queue.from_name("empty", create_if_missing=True)
+    started = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.3)
+    assert 0.25 <= time.monotonic() - started < 5
+    assert q.get(block=False) is None
+    assert q.get_many(3, block=False) == []
+    with pytest.raises(queue.Empty):
+        q.get_many(3, timeout=0.1)
+
+
+def test_blocking_gets_are_served_in_arrival_order(sdk):
+    q = sdk.Queue.from_name("fair", create_if_missing=True)
+    results = {}
+
+    def getter(i):
+        results[i] = q.get(timeout=20)
+
+    threads = []
+    for i in range(3):
+        t = threading.Thread(target=getter, args=(i,))
+        t.start()
+        threads.append(t)
+        time.sleep(0.2)  # so that they park in this order
+    q.put_many(["first", "second", "third"])
+    for t in threads:
+        t.join(20)
+    assert results == {0: "first", 1: "second", 2: "third"}
+
+
+def test_put_many_is_all_or_nothing_and_get_many_takes_up_to_n(sdk):
+    q = sdk.Queue.from_name("many", create_if_missing=True)
+    q.put_many(list(range(10)))
+    assert q.get_many(4) == [0, 1, 2, 3]
+    assert q.get_many(100) == [4, 5, 6, 7, 8, 9]
+    with pytest.raises(sdk.exception.InvalidError) as e:
+        q.put_many([1, b"x" * (2 << 20)])  # one item over the limit: nothing is put
+    assert "1 MiB" in str(e.value)
+    assert q.len() == 0
+
+
+def test_partitions_are_independent_and_len_total_and_clear_cover_them(sdk):
+    q = sdk.Queue.from_name("parts", create_if_missing=True)
+    q.put("default")
+    q.put_many(["a1", "a2"], partition="a")
+    q.put("b1", partition="b")
+    assert q.len() == 1
+    assert q.len(partition="a") == 2
+    assert q.len(total=True) == 4
+    assert q.get(partition="b") == "b1"
+    assert q.get(partition="b", block=False) is None
+    assert q.get(partition="a") == "a1"
+    q.clear(partition="a")
+    assert q.len(partition="a") == 0 and q.len() == 1
+    q.clear(all=True)
+    assert q.len(total=True) == 0
+    with pytest.raises(sdk.exception.InvalidError):
+        q.put(1, partition="")
+
+
+def test_a_partition_is_cleared_after_its_ttl_without_puts(sdk):
+    q = sdk.Queue.from_name("ttl", create_if_missing=True)
+    q.put_many([1, 2], partition="short", partition_ttl=1)
+    q.put(3, partition="long")
+    assert q.len(partition="short") == 2
+    assert wait_until(lambda: q.len(partition="short") == 0, timeout_s=10)
+    assert q.len(partition="long") == 1
+
+
+def test_iterate_reads_without_consuming_and_waits_for_new_items(sdk):
+    q = sdk.Queue.from_name("iter", create_if_missing=True)
+    q.put_many(list(range(250)))  # more than one page
+    assert list(q.iterate()) == list(range(250))
+    assert q.len() == 250
+    q.clear()
+    threading.Timer(0.3, lambda: q.put("late")).start()
+    assert list(q.iterate(item_poll_timeout=5)) == ["late"]
+
+
+def test_a_full_partition_raises_queue_full_or_blocks_until_there_is_room(sdk):
+    q = sdk.Queue.from_name("full", create_if_missing=True)
+    for _ in range(10):
+        q.put_many([0] * 10_000)
+    assert q.len() == 100_000
+    with pytest.raises(queue.Full) as e:
+        q.put(1, block=False)
+    assert "100000 items per partition" in str(e.value)
+    started = time.monotonic()
+    with pytest.raises(queue.Full):
+        q.put(1, timeout=0.5)
+    assert time.monotonic() - started >= 0.5
+    threading.Timer(0.3, lambda: q.get_many(10)).start()
+    q.put("made it", timeout=20)  # waits until the getter made room
+    assert q.len() == 100_000 - 10 + 1
+    q.put("other partitions have room", partition="p", block=False)
+    q.clear(all=True)
+
+
+def test_an_ephemeral_queue_is_deleted_when_its_block_ends(sdk):
+    with sdk.Queue.ephemeral() as q:
+        q.put("x")
+        name = q.name
+        assert name.startswith("eq-")
+        assert q.get() == "x"
+    with pytest.raises(sdk.exception.NotFoundError):
+        sdk.Queue.from_name(name).len()
+    listed = [o["name"] for o in sdk._data_transport.current().list("queue")]
+    assert name not in listed
+
+
+def test_the_2023_constructors_work_and_warn(sdk):
+    with pytest.warns(DeprecationWarning):
+        q = sdk.Queue.persisted("legacy-persisted")
+    q.put(1)
+    with pytest.warns(DeprecationWarning):
+        assert sdk.Queue.lookup("legacy-persisted").get() == 1
+    with pytest.warns(DeprecationWarning):
+        n = sdk.Queue.new()
+    n.put(2)
+    assert n.name.startswith("eq-") and n.get() == 2
+    with pytest.warns(DeprecationWarning):
+        d = sdk.Dict.new()
+    d["k"] = "v"
+    assert d["k"] == "v"
+
+
+def test_a_pickled_queue_refers_to_the_same_queue(sdk):
+    q = sdk.Queue.from_name("pickled", create_if_missing=True)
+    q.put("shared")
+    copy = pickle.loads(pickle.dumps(q))
+    assert copy.name == "pickled"
+    assert copy.get() == "shared"
+
+
+def test_aio_twins_work_in_an_event_loop(sdk):
+    async def main():
+        q = sdk.Queue.from_name("aio", create_if_missing=True)
+        await q.put.aio("a")
+        await q.put_many.aio(["b", "c"])
+        first = await q.get.aio()
+        rest = await q.get_many.aio(5)
+        d = sdk.Dict.from_name("aio-dict", create_if_missing=True)
+        await d.put.aio("k", 1)
+        return first, rest, await d.get.aio("k"), await q.len.aio()
+
+    assert asyncio.run(main()) == ("a", ["b", "c"], 1, 0)
+
+
+def test_another_environment_is_refused_with_an_explanation(sdk):
+    with pytest.raises(sdk.exception.InvalidError) as e:
+        sdk.Queue.from_name("x", environment_name="prod").len()
+    assert "'prod'" in str(e.value) and "'main'" in str(e.value)
+    assert sdk.Queue.from_name("envq", environment_name="main", create_if_missing=True).len() == 0
+
+
+def test_concurrent_puts_share_fsyncs(sdk, shoald):
+    q = sdk.Queue.from_name("group", create_if_missing=True)
+    conn = connect(shoald)
+    before = counters(conn, "storage_writer")["batches_committed"]
+    barrier = threading.Barrier(32)
+
+    def producer(i):
+        barrier.wait()
+        for j in range(20):
+            q.put((i, j))
+
+    threads = [threading.Thread(target=producer, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    batches = counters(conn, "storage_writer")["batches_committed"] - before
+    broker = counters(conn, "queue_broker")
+    conn.close()
+    assert q.len() == 640
+    assert batches < 640, f"{batches} fsyncs for 640 concurrent puts: no group commit"
+    assert broker["puts"] >= 640 and broker["items"] >= 640
+    q.clear()
+
+
+# --- dicts ----------------------------------------------------------------------------------------
+
+
+def test_dict_methods_behave_like_modal(sdk):
+    d = sdk.Dict.from_name("semantics", create_if_missing=True)
+    assert d.get("missing") is None and d.get("missing", 7) == 7
+    d["a"] = 1
+    assert d["a"] == 1 and "a" in d and d.contains("a")
+    assert d.put("a", 2, skip_if_exists=True) is False and d["a"] == 1
+    assert d.put("b", 2) is True
+    d.update({"c": 3}, d=4)
+    d.update([("e", 5)])
+    assert d.len() == 5
+    assert sorted(d.keys()) == ["a", "b", "c", "d", "e"]
+    assert sorted(d.values()) == [1, 2, 3, 4, 5]
+    assert dict(d.items()) == {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
+    assert d.pop("a") == 1 and "a" not in d
+    with pytest.raises(KeyError):
+        d.pop("a")
+    assert d.pop("a", None) is None
+    with pytest.raises(KeyError):
+        d["a"]
+    del d["b"]
+    assert d.len() == 3
+    with pytest.raises(KeyError):
+        del d["b"]
+    d[(1, "tuple")] = {"nested": [1, 2]}
+    d[42] = "int key"
+    assert d[(1, "tuple")] == {"nested": [1, 2]} and d[42] == "int key"
+    d.clear()
+    assert d.len() == 0 and list(d.items()) == []
+
+
+def test_dict_iteration_pages_through_many_entries(sdk):
+    d = sdk.Dict.from_name("paged", create_if_missing=True)
+    d.update({f"k{i:04d}": i for i in range(1200)})
+    assert d.len() == 1200
+    assert sorted(d.keys()) == [f"k{i:04d}" for i in range(1200)]
+    assert sum(d.values()) == sum(range(1200))
+
+
+def test_dict_values_are_durable_across_a_new_connection(sdk, shoald):
+    from shoal._data_transport import NativeData
+    from shoal._data_object import dumps, loads
+
+    sdk.Dict.from_name("durable", create_if_missing=True)["k"] = "v"
+    conn = connect(shoald)
+    found, raw = NativeData(conn).dict_get("durable", dumps("k", "key"))
+    conn.close()
+    assert found and loads(raw, "value") == "v"
+
+
+def test_an_ephemeral_dict_is_deleted_when_its_block_ends(sdk):
+    with sdk.Dict.ephemeral() as d:
+        d["x"] = 1
+        name = d.name
+        assert name.startswith("ed-") and d["x"] == 1
+    with pytest.raises(sdk.exception.NotFoundError):
+        sdk.Dict.from_name(name).len()
+
+
+def test_an_ephemeral_object_goes_when_its_connection_ends(shoald):
+    from shoal._data_transport import NativeData
+
+    conn = connect(shoald)
+    handle = NativeData(conn).ephemeral("queue")
+    name = handle.name
+    conn.close()  # the client went away without deleting it
+    other = connect(shoald)
+    data = NativeData(other)
+
+    def gone():
+        try:
+            data.lookup("queue", name, False)
+            return False
+        except Exception as e:  # noqa: BLE001
+            return type(e).__name__ == "NotFoundError"
+
+    assert wait_until(gone, timeout_s=10)
+    other.close()
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def test_cli_queue_commands(cli, sdk):
+    assert cli("queue create cli-q").rc == 0
+    assert cli("queue create cli-q").rc == 1  # exists already
+    q = sdk.Queue.from_name("cli-q")
+    q.put_many([{"job": 1}, "two"])
+    q.put("p", partition="p1")
+    listed = {x["name"]: x for x in cli("queue list --json").json()}
+    assert listed["cli-q"]["items"] == 3 and listed["cli-q"]["partitions"] == 2
+    assert "cli-q" in cli("queue list").stdout
+    assert cli("queue len cli-q --json").json()["len"] == 2
+    assert cli("queue len cli-q --total").stdout.strip() == "3"
+    peek = cli("queue peek cli-q 2 --json").json()
+    assert [p["value"] for p in peek] == [{"job": 1}, "two"]
+    assert "{'job': 1}" in cli("queue peek cli-q").stdout
+    assert cli("queue peek cli-q --partition p1 --json").json()[0]["value"] == "p"
+    assert q.len(total=True) == 3  # peek consumed nothing
+    assert cli("queue clear cli-q --yes").rc == 0
+    assert q.len() == 0 and q.len(partition="p1") == 1
+    assert cli("queue clear cli-q --all --yes").rc == 0
+    assert q.len(total=True) == 0
+    assert cli("queue delete cli-q --yes").rc == 0
+    missing = cli("queue len cli-q")
+    assert missing.rc == 1 and "no queue named 'cli-q'" in missing.stderr
+    assert "cli-q" not in [x["name"] for x in cli("queue list --json").json()]
+
+
+def test_cli_dict_commands(cli, sdk):
+    assert cli("dict create cli-d --json").json()["name"] == "cli-d"
+    d = sdk.Dict.from_name("cli-d")
+    d.update({"model": {"v": 3}, "n": 7})
+    listed = {x["name"]: x for x in cli("dict list --json").json()}
+    assert listed["cli-d"]["entries"] == 2
+    assert cli("dict get cli-d model --json").json() == {"key": "model", "value": {"v": 3}}
+    assert cli("dict get cli-d n").stdout.strip() == "7"
+    missing = cli("dict get cli-d nope")
+    assert missing.rc == 1 and "nope" in missing.stderr
+    items = cli("dict items cli-d --json").json()
+    assert {i["key"]: i["value"] for i in items} == {"model": {"v": 3}, "n": 7}
+    assert "model" in cli("dict items cli-d").stdout
+    assert cli("dict clear cli-d --yes").rc == 0
+    assert d.len() == 0
+    assert cli("dict delete cli-d --yes").rc == 0
+    assert "cli-d" not in [x["name"] for x in cli("dict list --json").json()]
+
+
+def test_the_broker_reports_its_counters(cli, sdk):
+    q = sdk.Queue.from_name("counted", create_if_missing=True)
+    q.put(1)
+    q.get()
+    broker = cli("actor inspect queue_broker --json").json()
+    assert broker["state"] == "running"
+    for name in ("puts", "gets", "parked_gets", "items", "bytes"):
+        assert name in broker["counters"]
+    assert broker["counters"]["puts"] >= 1 and broker["counters"]["gets"] >= 1
+
+
+# --- crash safety ---------------------------------------------------------------------------------
+
+CRASH_CYCLES = 20
+PRODUCERS = 4
+PARTITIONS = ("p0", "p1")
+
+
+def test_every_acknowledged_item_survives_sigkill_exactly_once_and_in_order(start_shoald):
+    """20 cycles: producers put numbered items into 2 partitions; shoald is SIGKILLed mid-load
+    and restarted. An item counts as acknowledged when its put returned. At the end every
+    acknowledged item is present exactly once, each producer's items are in put order within its
+    partition, and nothing is there that was never sent."""
+    from shoal._data_object import dumps, loads
+    from shoal._data_transport import NativeData
+
+    daemon = start_shoald()
+    rng = random.Random(5)
+    acked = set()
+    in_doubt = set()  # puts that were in flight when shoald died: may or may not be there
+    next_seq = [0] * PRODUCERS
+    setup = connect(daemon)
+    NativeData(setup).lookup("queue", "crash", True)
+    setup.close()
+    started = time.monotonic()
+    for cycle in range(CRASH_CYCLES):
+        conn = connect(daemon)
+        data = NativeData(conn)
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def producer(k):
+            while not stop.is_set():
+                item = (k, next_seq[k])
+                next_seq[k] += 1
+                try:
+                    data.queue_put("crash", PARTITIONS[k % 2], [dumps(item, "item")], 0)
+                except Exception:  # noqa: BLE001 - the daemon died under us
+                    with lock:
+                        in_doubt.add(item)
+                    return
+                with lock:
+                    acked.add(item)
+
+        threads = [threading.Thread(target=producer, args=(k,)) for k in range(PRODUCERS)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(0.3, 0.8))
+        daemon.proc.send_signal(signal.SIGKILL)
+        for t in threads:
+            t.join(30)
+        stop.set()
+        conn.close()
+        daemon.restart(signal.SIGKILL)
+
+    conn = connect(daemon)
+    data = NativeData(conn)
+    present = []
+    for partition in PARTITIONS:
+        cursor = 0
+        while True:
+            items, cursor = data.queue_peek("crash", partition, cursor, 1000, 0)
+            if not items:
+                break
+            present.extend((partition, loads(raw, "item")) for _, raw in items)
+    assert data.queue_len("crash", "", True) == len(present)
+    conn.close()
+    elapsed = time.monotonic() - started
+
+    items = [item for _, item in present]
+    assert len(items) == len(set(items)), "an item is present more than once"
+    assert acked <= set(items), f"{len(acked - set(items))} acknowledged items are missing"
+    assert set(items) <= acked | in_doubt, "an item that was never sent is present"
+    for k in range(PRODUCERS):
+        mine = [item[1] for partition, item in present if item[0] == k]
+        assert all(partition == PARTITIONS[k % 2] for partition, item in present if item[0] == k)
+        assert mine == sorted(mine), f"producer {k}'s items are out of order"
+    print(f"crash test: {CRASH_CYCLES} cycles, {len(acked)} acknowledged puts, "
+          f"{len(in_doubt)} in doubt ({len(set(items) & in_doubt)} of them present), "
+          f"{len(items)} items present, {elapsed:.1f} s")
+    assert len(acked) > CRASH_CYCLES * PRODUCERS  # the load was real
