@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <caf/actor_system.hpp>
+#include <caf/blocking_actor.hpp>
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
@@ -48,11 +50,14 @@ using closed_atom = caf::atom_constant<caf::atom("cs_closed")>;
 using shim_exit_atom = caf::atom_constant<caf::atom("cs_exit")>;
 using deadline_atom = caf::atom_constant<caf::atom("cs_dead")>;
 using kill_atom = caf::atom_constant<caf::atom("cs_kill")>;
+using booted_atom = caf::atom_constant<caf::atom("cs_booted")>;
+using released_atom = caf::atom_constant<caf::atom("cs_freed")>;
 
 using impl_actor = container_supervisor_actor::extend<
   caf::reacts_to<frame_atom, guest::frame>, caf::reacts_to<closed_atom, caf::error>,
   caf::reacts_to<shim_exit_atom, int>, caf::reacts_to<deadline_atom, uint64_t>,
-  caf::reacts_to<kill_atom>>;
+  caf::reacts_to<kill_atom>, caf::reacts_to<booted_atom, std::string>,
+  caf::reacts_to<released_atom, bool>>;
 
 constexpr uint8_t record_version = 1;
 
@@ -145,24 +150,43 @@ void pump_logs(int fd, uint8_t stream, std::string container_id,
   ::close(fd);
 }
 
-struct supervisor_state {
-  supervisor_config cfg;
-  std::string lifecycle = "booting";
+/// What a running container holds on the host. Filled by the boot helper, released by the
+/// cleanup helper (both detached: mounts, crun and fsyncs block); the supervisor itself only reads
+/// it between the `booted_atom` and the cleanup it starts. shared_ptr: handed between those threads
+/// through messages, never used by two at once.
+struct container_resources {
   std::string bundle;
   std::string guest_dir;
   std::optional<container::overlay_rootfs> rootfs;
-  std::optional<guest::channel_id> channel;
-  bool started = false;       ///< crun started (the shim runs)
+  bool started = false; ///< crun started (the shim runs)
   pid_t shim_pid = -1;
+  pid_t init_pid = -1;  ///< the container's pid 1 on the host, for SIGKILL without forking crun
   std::thread waiter;
   std::vector<std::thread> log_readers;
-  std::map<uint64_t, int64_t> inflight; ///< input id -> started at (ms)
+};
+
+using resources_ptr = std::shared_ptr<container_resources>;
+
+struct supervisor_state {
+  supervisor_config cfg;
+  std::string lifecycle = "booting";
+  resources_ptr res = std::make_shared<container_resources>();
+  std::optional<guest::channel_id> channel;
+  bool booted = false;
+  bool kill_pending = false;  ///< a kill was asked for before the container was running
+  /// Inputs handed to the guest: id -> when it started (ms), or -1 while it waits in the guest's
+  /// queue (the scheduler may prefetch beyond max_inputs). The guest starts inputs in FIFO order
+  /// as slots free, so a timeout is armed when an input's turn comes, not when it arrived.
+  std::map<uint64_t, int64_t> inflight;
+  std::deque<uint64_t> waiting;
+  uint32_t running = 0;
   bool was_ready = false;
   bool stop_requested = false;
   bool timed_out = false;
-  bool exit_reported = false;
+  bool exit_reported = false; ///< the cleanup helper runs or ran
   std::string fatal;          ///< FATAL text from the guest, if any
   std::string boot_error;
+  container::exit_status exit_status;
   uint32_t max_inputs = 1;
   uint64_t inputs_run = 0;
   uint64_t outputs_sent = 0;
@@ -173,46 +197,71 @@ struct supervisor_state {
 
 using self_ptr = impl_actor::stateful_pointer<supervisor_state>;
 
-void system_log(self_ptr self, const std::string& text) {
-  auto& st = self->state;
-  caf::anon_send(st.cfg.scheduler, scheduler::log_atom::value, st.cfg.container_id,
+void system_log(const scheduler::scheduler_actor& scheduler, const std::string& container_id,
+                const std::string& text) {
+  caf::anon_send(scheduler, scheduler::log_atom::value, container_id,
                  std::vector<scheduler::log_line>{
-                   scheduler::log_line{now_ms(), st.cfg.container_id, 3, text}});
+                   scheduler::log_line{now_ms(), container_id, 3, text}});
 }
 
-/// Everything the container leaves behind goes, in the order the runtime requires:
-/// (exit observed) → OOM read → crun delete → cgroup parents → overlay → dirs → hub channel.
-void cleanup_and_report(self_ptr self, container::exit_status status) {
-  auto& st = self->state;
-  if (st.exit_reported)
-    return;
-  st.exit_reported = true;
-  auto* svc = st.cfg.services;
-  const auto& id = st.cfg.container_id;
-  if (st.started) {
-    if (auto oom = svc->runtime->was_oom_killed(id); oom && *oom)
-      status.oom_killed = true;
+void system_log(self_ptr self, const std::string& text) {
+  system_log(self->state.cfg.scheduler, self->state.cfg.container_id, text);
+}
+
+/// Detached: releases everything the container held, in the order the runtime requires —
+/// (exit observed) → OOM read → crun delete → cgroup parents → threads → overlay → dirs — then
+/// tells the supervisor whether the kernel OOM-killed it.
+void release_resources(resources_ptr res, const node_services* svc, std::string id,
+                       impl_actor supervisor) {
+  bool oom = false;
+  if (res->started) {
+    if (auto killed = svc->runtime->was_oom_killed(id); killed && *killed)
+      oom = true;
     if (auto err = svc->runtime->remove(id))
       log::warn("container_remove_failed").kv("container_id", id).kv("error", message_of(err));
     if (auto err = svc->runtime->remove_cgroup_parents(container::cgroups_path_for(id)))
       log::debug("cgroup_cleanup_incomplete").kv("container_id", id).kv("error", message_of(err));
   }
-  if (st.waiter.joinable())
-    st.waiter.join();
-  for (auto& t : st.log_readers)
+  if (res->waiter.joinable())
+    res->waiter.join();
+  for (auto& t : res->log_readers)
     if (t.joinable())
       t.join();
-  if (st.channel)
-    svc->hub->close(*st.channel);
-  if (st.rootfs)
-    if (auto err = st.rootfs->release())
+  if (res->rootfs)
+    if (auto err = res->rootfs->release())
       log::warn("overlay_release_failed").kv("container_id", id).kv("error", message_of(err));
   std::error_code ec;
-  if (!st.bundle.empty())
-    fs::remove_all(st.bundle, ec);
-  if (!st.guest_dir.empty())
-    fs::remove_all(st.guest_dir, ec);
+  if (!res->bundle.empty())
+    fs::remove_all(res->bundle, ec);
+  if (!res->guest_dir.empty())
+    fs::remove_all(res->guest_dir, ec);
+  caf::anon_send(supervisor, released_atom::value, oom);
+}
 
+/// Starts the cleanup once: from the shim's exit, or from a failed boot.
+void begin_cleanup(self_ptr self, container::exit_status status) {
+  auto& st = self->state;
+  if (st.exit_reported)
+    return;
+  st.exit_reported = true;
+  st.exit_status = status;
+  if (st.channel)
+    st.cfg.services->hub->close(*st.channel);
+  st.channel.reset();
+  auto res = st.res;
+  auto* svc = st.cfg.services;
+  auto id = st.cfg.container_id;
+  auto handle = caf::actor_cast<impl_actor>(self);
+  self->system().spawn<caf::detached>([res, svc, id, handle](caf::blocking_actor*) {
+    release_resources(res, svc, id, handle);
+  });
+}
+
+/// The cleanup finished: report the container's end to the scheduler, then stop.
+void finish(self_ptr self, bool oom_killed) {
+  auto& st = self->state;
+  auto status = st.exit_status;
+  status.oom_killed = status.oom_killed || oom_killed;
   scheduler::container_exit exit;
   exit.was_ready = st.was_ready;
   exit.oom_killed = status.oom_killed;
@@ -228,66 +277,48 @@ void cleanup_and_report(self_ptr self, container::exit_status status) {
     exit.reason = status.describe();
   st.lifecycle = exit.requested || status.success() ? "stopped" : "crashed";
   log::info("container_ended")
-    .kv("container_id", id)
+    .kv("container_id", st.cfg.container_id)
     .kv("function", st.cfg.function.name)
     .kv("state", st.lifecycle)
     .kv("reason", exit.reason);
-  self->send(st.cfg.scheduler, scheduler::exited_atom::value, id, std::move(exit));
+  self->send(st.cfg.scheduler, scheduler::exited_atom::value, st.cfg.container_id,
+             std::move(exit));
   self->quit();
 }
 
-void fail_boot(self_ptr self, const caf::error& err) {
-  self->state.boot_error = "container could not start: " + message_of(err);
-  cleanup_and_report(self, container::exit_status{});
-}
-
-void boot(self_ptr self) {
-  auto& st = self->state;
-  auto* svc = st.cfg.services;
-  const auto& fn = st.cfg.function;
-  const auto& id = st.cfg.container_id;
+/// Detached: everything slow about starting a container — the image (built once per state dir),
+/// the code, the overlay, the OCI spec, crun. Answers the supervisor with `booted_atom` and the
+/// error text (empty on success).
+void boot(resources_ptr res, supervisor_config cfg, impl_actor supervisor) {
+  auto* svc = cfg.services;
+  const auto& fn = cfg.function;
+  const auto& id = cfg.container_id;
+  auto fail = [&](const caf::error& err) {
+    caf::anon_send(supervisor, booted_atom::value,
+                   "container could not start: " + message_of(err));
+  };
   std::error_code ec;
-
-  // The image: the default Debian tree, built once per state dir (issue 4 replaces this).
-  auto image = container::prepare_image(svc->state_dir, [self](std::string_view line) {
-    system_log(self, "image: " + std::string{line});
+  auto image = container::prepare_image(svc->state_dir, [&](std::string_view line) {
+    system_log(cfg.scheduler, id, "image: " + std::string{line});
   });
   if (!image)
-    return fail_boot(self, image.error());
+    return fail(image.error());
   std::string code_dir;
   if (!fn.code_id.empty()) {
     auto dir = materialize_code(*svc, fn.code_id);
     if (!dir)
-      return fail_boot(self, dir.error());
+      return fail(dir.error());
     code_dir = *dir;
   }
-
-  st.bundle = svc->state_dir + "/containers/" + id;
-  st.guest_dir = svc->run_dir + "/" + id;
-  fs::create_directories(st.bundle, ec);
-  fs::create_directories(st.guest_dir, ec);
+  res->bundle = svc->state_dir + "/containers/" + id;
+  fs::create_directories(res->bundle, ec);
   if (ec)
-    return fail_boot(self, make_error(errc::storage_failure,
-                                      "cannot create " + st.guest_dir + ": " + ec.message()));
-
-  // The guest channel first, so the guest finds its socket as soon as it runs.
-  guest::channel_handlers handlers;
-  auto handle = caf::actor_cast<impl_actor>(self);
-  handlers.on_frame = [handle](guest::channel_id, guest::frame f) {
-    caf::anon_send(handle, frame_atom::value, std::move(f));
-  };
-  handlers.on_closed = [handle](guest::channel_id, caf::error reason) {
-    caf::anon_send(handle, closed_atom::value, std::move(reason));
-  };
-  auto channel = svc->hub->listen(st.guest_dir + "/guest.sock", std::move(handlers));
-  if (!channel)
-    return fail_boot(self, channel.error());
-  st.channel = *channel;
-
-  auto rootfs = container::overlay_rootfs::mount(*image, st.bundle);
+    return fail(make_error(errc::storage_failure,
+                           "cannot create " + res->bundle + ": " + ec.message()));
+  auto rootfs = container::overlay_rootfs::mount(*image, res->bundle);
   if (!rootfs)
-    return fail_boot(self, rootfs.error());
-  st.rootfs.emplace(std::move(*rootfs));
+    return fail(rootfs.error());
+  res->rootfs.emplace(std::move(*rootfs));
 
   container::container_spec spec;
   spec.id = id;
@@ -311,7 +342,7 @@ void boot(self_ptr self) {
   for (const auto& [k, v] : fn.env)
     spec.env.push_back(k + "=" + v);
   spec.mounts = container::standard_mounts();
-  spec.mounts.push_back(container::guest_mount(st.guest_dir));
+  spec.mounts.push_back(container::guest_mount(res->guest_dir));
   if (!code_dir.empty())
     spec.mounts.push_back(container::code_mount(code_dir));
   spec.mounts.push_back(container::mount_spec{"/shoal/sdk/shoal", svc->sdk_dir + "/shoal", "bind",
@@ -320,40 +351,73 @@ void boot(self_ptr self) {
   spec.limits.cpu_millis = fn.cpu_millis;
   spec.limits.pids_max = 4096;
   spec.cgroups_path = container::cgroups_path_for(id);
-  if (auto err = container::write_bundle_config(st.bundle, spec))
-    return fail_boot(self, err);
+  if (auto err = container::write_bundle_config(res->bundle, spec))
+    return fail(err);
 
   int out_pipe[2];
   int err_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0)
-    return fail_boot(self, make_error(errc::unavailable, std::string{"pipe: "} + std::strerror(errno)));
-  auto pid = svc->runtime->start(st.bundle, id, out_pipe[1], err_pipe[1]);
+    return fail(make_error(errc::unavailable, std::string{"pipe: "} + std::strerror(errno)));
+  auto pid = svc->runtime->start(res->bundle, id, out_pipe[1], err_pipe[1]);
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
-  st.log_readers.emplace_back(pump_logs, out_pipe[0], uint8_t{1}, id, st.cfg.scheduler);
-  st.log_readers.emplace_back(pump_logs, err_pipe[0], uint8_t{2}, id, st.cfg.scheduler);
+  res->log_readers.emplace_back(pump_logs, out_pipe[0], uint8_t{1}, id, cfg.scheduler);
+  res->log_readers.emplace_back(pump_logs, err_pipe[0], uint8_t{2}, id, cfg.scheduler);
   if (!pid)
-    return fail_boot(self, pid.error());
-  st.started = true;
-  st.shim_pid = *pid;
-  st.waiter = std::thread([handle, shim = *pid] {
+    return fail(pid.error());
+  res->started = true;
+  res->shim_pid = *pid;
+  std::ifstream pid_file{res->bundle + "/crun.pid"};
+  pid_file >> res->init_pid;
+  res->waiter = std::thread([supervisor, shim = *pid] {
     int status = 0;
     while (::waitpid(shim, &status, 0) < 0 && errno == EINTR) {
     }
-    caf::anon_send(handle, shim_exit_atom::value, status);
+    caf::anon_send(supervisor, shim_exit_atom::value, status);
   });
-  log::info("container_started")
-    .kv("container_id", id)
-    .kv("function", fn.name)
-    .kv("app", fn.app_name)
-    .kv("boot_ms", now_ms() - st.started_at_ms);
+  caf::anon_send(supervisor, booted_atom::value, std::string{});
 }
 
 void kill_container(self_ptr self) {
   auto& st = self->state;
-  if (st.started && !st.exit_reported)
-    if (auto err = st.cfg.services->runtime->kill(st.cfg.container_id, SIGKILL))
-      log::debug("container_kill_failed").kv("container_id", st.cfg.container_id).kv("error", message_of(err));
+  if (st.exit_reported)
+    return;
+  if (!st.booted) {
+    st.kill_pending = true;
+    return;
+  }
+  // pid 1 of the container's pid namespace: its death takes every process in it.
+  if (st.res->init_pid > 0)
+    ::kill(st.res->init_pid, SIGKILL);
+}
+
+/// Starts the clock of queued inputs while the guest has free slots.
+void start_waiting(self_ptr self) {
+  auto& st = self->state;
+  auto timeout = milliseconds(st.cfg.function.timeout_ms);
+  while (st.running < st.max_inputs && !st.waiting.empty()) {
+    auto id = st.waiting.front();
+    st.waiting.pop_front();
+    auto i = st.inflight.find(id);
+    if (i == st.inflight.end() || i->second >= 0)
+      continue; // finished (cancelled) before its turn
+    i->second = now_ms();
+    ++st.running;
+    if (timeout.count() > 0)
+      self->delayed_send(self, timeout, deadline_atom::value, id);
+  }
+}
+
+/// An input reached its terminal output: its slot goes to the next queued input.
+void input_done(self_ptr self, uint64_t id) {
+  auto& st = self->state;
+  auto i = st.inflight.find(id);
+  if (i == st.inflight.end())
+    return;
+  if (i->second >= 0 && st.running > 0)
+    --st.running;
+  st.inflight.erase(i);
+  start_waiting(self);
 }
 
 void send_frame(self_ptr self, const guest::frame& f) {
@@ -481,7 +545,7 @@ void on_frame(self_ptr self, guest::frame& f) {
         for (auto& o : x.items) {
           auto status = from_guest(o.status);
           if (status != output_status::generator_item)
-            st.inflight.erase(o.id);
+            input_done(self, o.id);
           outs.push_back(scheduler::guest_output{o.id, status, std::move(o.data), std::move(o.error)});
         }
         st.outputs_sent += outs.size();
@@ -503,9 +567,51 @@ void on_frame(self_ptr self, guest::frame& f) {
 }
 
 impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) {
-  self->state.cfg = std::move(cfg);
-  boot(self);
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  auto* svc = st.cfg.services;
+  auto handle = caf::actor_cast<impl_actor>(self);
+  // The guest socket first (cheap, on this thread), so the guest finds it as soon as it runs;
+  // everything slow happens in a detached boot helper.
+  st.res->guest_dir = svc->run_dir + "/" + st.cfg.container_id;
+  std::error_code ec;
+  fs::create_directories(st.res->guest_dir, ec);
+  guest::channel_handlers handlers;
+  handlers.on_frame = [handle](guest::channel_id, guest::frame f) {
+    caf::anon_send(handle, frame_atom::value, std::move(f));
+  };
+  handlers.on_closed = [handle](guest::channel_id, caf::error reason) {
+    caf::anon_send(handle, closed_atom::value, std::move(reason));
+  };
+  auto channel = ec ? caf::expected<guest::channel_id>{make_error(
+                        errc::storage_failure,
+                        "cannot create " + st.res->guest_dir + ": " + ec.message())}
+                    : svc->hub->listen(st.res->guest_dir + "/guest.sock", std::move(handlers));
+  if (!channel) {
+    st.boot_error = "container could not start: " + message_of(channel.error());
+    begin_cleanup(self, container::exit_status{});
+  } else {
+    st.channel = *channel;
+    self->system().spawn<caf::detached>(
+      [res = st.res, cfg = st.cfg, handle](caf::blocking_actor*) { boot(res, cfg, handle); });
+  }
   return {
+    [self](booted_atom, const std::string& error) {
+      auto& st = self->state;
+      st.booted = true;
+      if (!error.empty()) {
+        st.boot_error = error;
+        return begin_cleanup(self, container::exit_status{});
+      }
+      log::info("container_started")
+        .kv("container_id", st.cfg.container_id)
+        .kv("function", st.cfg.function.name)
+        .kv("app", st.cfg.function.app_name)
+        .kv("boot_ms", now_ms() - st.started_at_ms);
+      if (st.kill_pending)
+        kill_container(self);
+    },
+    [self](released_atom, bool oom_killed) { finish(self, oom_killed); },
     [self](run_atom, std::vector<scheduler::run_input>& inputs) {
       auto& st = self->state;
       // After SHUTDOWN the guest drops new inputs; the scheduler re-queues them when this
@@ -517,9 +623,8 @@ impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) 
       guest::inputs frame;
       size_t frame_bytes = 0;
       for (auto& in : inputs) {
-        st.inflight[in.input_id] = now_ms();
-        if (in.timeout_ms > 0)
-          self->delayed_send(self, milliseconds(in.timeout_ms), deadline_atom::value, in.input_id);
+        st.inflight[in.input_id] = -1;
+        st.waiting.push_back(in.input_id);
         if (!frame.items.empty() && frame_bytes + in.args.size() > frame_budget) {
           send_frame(self, frame);
           frame.items.clear();
@@ -532,6 +637,7 @@ impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) 
       st.lifecycle = "busy";
       if (!frame.items.empty())
         send_frame(self, frame);
+      start_waiting(self);
     },
     [self](cancel_input_atom, uint64_t input_id) {
       if (self->state.inflight.count(input_id) != 0)
@@ -543,7 +649,8 @@ impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) 
         return;
       st.stop_requested = true;
       st.lifecycle = "draining";
-      // Boot ran in this actor's own thread before any message, so the container is running.
+      // A guest not READY yet gets SHUTDOWN when it is (see the READY frame); either way it is
+      // killed after the grace period.
       if (st.was_ready)
         send_frame(self, guest::shutdown{});
       self->delayed_send(self, st.cfg.services->stop_grace, kill_atom::value);
@@ -551,7 +658,7 @@ impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) 
     [self](deadline_atom, uint64_t input_id) {
       auto& st = self->state;
       auto i = st.inflight.find(input_id);
-      if (i == st.inflight.end() || st.exit_reported)
+      if (i == st.inflight.end() || i->second < 0 || st.exit_reported)
         return;
       st.inflight.erase(i);
       st.timed_out = true;
@@ -585,7 +692,7 @@ impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) 
       }
     },
     [self](shim_exit_atom, int wait_status) {
-      cleanup_and_report(self, container::decode_wait_status(wait_status));
+      begin_cleanup(self, container::decode_wait_status(wait_status));
     },
     [self](inspect_atom) {
       auto& st = self->state;
@@ -605,7 +712,7 @@ impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) 
 } // namespace
 
 container_supervisor_actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg) {
-  auto impl = sys.spawn<caf::detached>(supervisor_impl, std::move(cfg));
+  auto impl = sys.spawn(supervisor_impl, std::move(cfg));
   return caf::actor_cast<container_supervisor_actor>(impl);
 }
 

@@ -42,7 +42,8 @@ struct supervisor_config {
   const node_services* services = nullptr;
 };
 
-/// Spawns the supervisor detached (its boot mounts, writes and starts crun, which block).
+/// Spawns the supervisor on the shared scheduler; what blocks (boot: image, mounts, crun; cleanup)
+/// runs in detached helpers, so the input/output path never waits on a thread of its own.
 container_supervisor_actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
 
 } // namespace shoal::container_supervisor

@@ -1,6 +1,9 @@
 #include "actors/queue_broker/queue_broker_bridge.hpp"
 
+#include <type_traits>
+
 #include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/send.hpp>
 
 #include "runtime/kj_bridge.hpp"
@@ -39,6 +42,32 @@ void fill(wire::DataObjectInfo::Builder out, const object_info& info) {
   out.setEnvironment(info.environment);
 }
 
+/// `bridge::ask` without a request timeout. Every bridged request with a deadline arms CAF's
+/// clock thread twice (set and cancel: two extra thread wake-ups per call, a large share of a
+/// queue operation's cost), and the broker answers every request by itself: mutations once the
+/// writer replied (it answers everything it accepted), blocking gets and peeks at their own
+/// deadline. If the broker dies, requests still in its mailbox fail with request_receiver_down.
+template <class R, class Handle, class... Ts>
+kj::Promise<R> ask_untimed(caf::actor_system& sys, const Handle& dest, Ts... xs) {
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<R>();
+  // shared_ptr: the helper's two continuations both reference the fulfiller; exactly one runs.
+  auto fulfiller = std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<R>>>(
+    kj::mv(paf.fulfiller));
+  auto on_error = [fulfiller](caf::error& err) {
+    (*fulfiller)->reject(bridge::to_kj_exception(err));
+  };
+  sys.spawn([=](caf::event_based_actor* self) {
+    if constexpr (std::is_void_v<R>) {
+      self->request(dest, caf::infinite, xs...).then([fulfiller]() { (*fulfiller)->fulfill(); },
+                                                     on_error);
+    } else {
+      self->request(dest, caf::infinite, xs...).then(
+        [fulfiller](R& result) { (*fulfiller)->fulfill(std::move(result)); }, on_error);
+    }
+  });
+  return kj::mv(paf.promise);
+}
+
 /// What a Queues capability and its ephemeral handles share; kj thread only.
 struct queues_env {
   rpc_context& ctx;
@@ -48,14 +77,14 @@ struct queues_env {
 
   template <class R, class... Ts>
   kj::Promise<R> ask(Ts... xs) {
-    return bridge::ask<R>(sys, broker, bridge::default_timeout, std::move(xs)...);
+    return ask_untimed<R>(sys, broker, std::move(xs)...);
   }
 
-  /// For requests the broker may hold up to `block_ms` (blocking gets and peeks).
+  /// For requests the broker may hold up to `block_ms` (blocking gets and peeks): it answers
+  /// them by that deadline itself.
   template <class R, class... Ts>
-  kj::Promise<R> ask_blocking(uint64_t block_ms, Ts... xs) {
-    return bridge::ask<R>(sys, broker, std::chrono::milliseconds(block_ms) + bridge::default_timeout,
-                          std::move(xs)...);
+  kj::Promise<R> ask_blocking(uint64_t, Ts... xs) {
+    return ask_untimed<R>(sys, broker, std::move(xs)...);
   }
 };
 

@@ -28,9 +28,11 @@ std::vector<function_queue::assignment> function_queue::dispatch(clock::time_poi
     return out;
   // Ready containers by free credits, most first.
   std::vector<std::pair<uint32_t, const std::string*>> free;
-  for (auto& [id, slot] : containers_)
-    if (slot.state == slot_state::ready && slot.inflight.size() < slot.capacity)
-      free.emplace_back(slot.capacity - static_cast<uint32_t>(slot.inflight.size()), &id);
+  for (auto& [id, slot] : containers_) {
+    uint32_t credits = slot.capacity + prefetch_;
+    if (slot.state == slot_state::ready && slot.inflight.size() < credits)
+      free.emplace_back(credits - static_cast<uint32_t>(slot.inflight.size()), &id);
+  }
   std::stable_sort(free.begin(), free.end(),
                    [](const auto& a, const auto& b) { return a.first > b.first; });
   for (auto& [credits, id] : free) {

@@ -85,6 +85,12 @@ public:
   /// The container running `input_id`, if it is in flight.
   std::optional<std::string> container_of(uint64_t input_id) const;
 
+  /// Inputs a ready container may hold beyond its capacity: they queue in the guest and start as
+  /// soon as a slot frees, so a fast function does not wait a round trip per input. Does not
+  /// change how many containers the autoscaler asks for.
+  void set_prefetch(uint32_t inputs) noexcept { prefetch_ = inputs; }
+  uint32_t prefetch() const noexcept { return prefetch_; }
+
   /// Every input still waiting (delayed or pending), removed from the queue.
   std::vector<queued_input> drain_waiting();
 
@@ -113,6 +119,7 @@ private:
   void promote_due(clock::time_point now);
 
   scaling_limits limits_;
+  uint32_t prefetch_ = 0;
   std::deque<uint64_t> pending_;
   std::multimap<clock::time_point, uint64_t> delayed_;
   std::unordered_map<uint64_t, queued_input> inputs_;

@@ -1,5 +1,8 @@
 #include "actors/queue_broker/queue_broker_actor.hpp"
 
+#include <future>
+#include <memory>
+
 #include <chrono>
 #include <string>
 #include <thread>
@@ -8,7 +11,9 @@
 #include <caf/all.hpp>
 #include <catch2/catch.hpp>
 
+#include "actors/container_supervisor/data_calls.hpp"
 #include "runtime/errc.hpp"
+#include "runtime/guest/guest_wire.hpp"
 #include "runtime/inspect.hpp"
 #include "storage/store.hpp"
 #include "storage/writer.hpp"
@@ -547,4 +552,133 @@ TEST_CASE("deleting a dict waits for its writes and removes every entry") {
   f.create_dict("d");
   CHECK(f.ask<uint64_t>(dict_len_atom::value, env, std::string{"d"}) == 0);
   CHECK_FALSE(f.ask<dict_value>(dict_get_atom::value, env, std::string{"d"}, std::string{"a"}).found);
+}
+
+// -- guest CALLs (actors/container_supervisor/data_calls.cpp) ------------------------------------
+
+namespace {
+
+/// Runs one guest CALL through handle_data_call and waits for its REPLY.
+guest::reply guest_call(fixture& f, const std::string& method, const std::string& body,
+                        caf::actor owner = {}) {
+  auto done = std::make_shared<std::promise<guest::reply>>();
+  auto future = done->get_future();
+  container_supervisor::handle_data_call(*f.sys, f.broker, owner, env,
+                                         guest::call{7, method, body},
+                                         [done](guest::reply r) { done->set_value(std::move(r)); });
+  REQUIRE(future.wait_for(reply_timeout) == std::future_status::ready);
+  auto reply = future.get();
+  CHECK(reply.request_id == 7);
+  return reply;
+}
+
+} // namespace
+
+TEST_CASE("guest queue calls put, get, peek and count with the documented bodies") {
+  fixture f;
+  auto ok = [](const guest::reply& r) {
+    INFO(r.error);
+    CHECK(r.status == errc::none);
+  };
+  ok(guest_call(f, "queue.lookup", guest::wire_writer{}.str("gq").u8(1).take()));
+  ok(guest_call(f, "queue.put",
+                guest::wire_writer{}.str("gq").str("").u64(0).u32(2).bytes("a").bytes("b").take()));
+  auto len = guest_call(f, "queue.len", guest::wire_writer{}.str("gq").str("").u8(0).take());
+  ok(len);
+  guest::wire_reader lr{len.body};
+  CHECK(lr.u64("count") == 2);
+  CHECK_FALSE(lr.finish("len"));
+
+  auto peek = guest_call(f, "queue.peek",
+                         guest::wire_writer{}.str("gq").str("").u64(0).u32(10).u64(0).take());
+  ok(peek);
+  guest::wire_reader pr{peek.body};
+  REQUIRE(pr.u32("count") == 2);
+  auto seq = pr.u64("seq");
+  CHECK(pr.bytes("item") == "a");
+  CHECK(pr.u64("seq") == seq + 1);
+  CHECK(pr.bytes("item") == "b");
+  CHECK(pr.u64("next_cursor") == seq + 2);
+  CHECK_FALSE(pr.finish("peek"));
+
+  auto got = guest_call(f, "queue.get", guest::wire_writer{}.str("gq").str("").u32(5).u64(0).take());
+  ok(got);
+  guest::wire_reader gr{got.body};
+  REQUIRE(gr.u32("count") == 2);
+  CHECK(gr.bytes("item") == "a");
+  CHECK(gr.bytes("item") == "b");
+  CHECK_FALSE(gr.finish("get"));
+  ok(guest_call(f, "queue.clear", guest::wire_writer{}.str("gq").str("").u8(1).take()));
+  ok(guest_call(f, "queue.delete", guest::wire_writer{}.str("gq").take()));
+  auto missing = guest_call(f, "queue.len", guest::wire_writer{}.str("gq").str("").u8(1).take());
+  CHECK(missing.status == errc::not_found);
+}
+
+TEST_CASE("guest dict calls get, put, update, pop, contains, len, scan and clear") {
+  fixture f;
+  auto flag = [](const guest::reply& r) {
+    INFO(r.error);
+    REQUIRE(r.status == errc::none);
+    guest::wire_reader rd{r.body};
+    auto v = rd.u8("flag");
+    return v != 0;
+  };
+  REQUIRE(guest_call(f, "dict.lookup", guest::wire_writer{}.str("gd").u8(1).take()).status == errc::none);
+  CHECK(flag(guest_call(f, "dict.put", guest::wire_writer{}.str("gd").bytes("k").bytes("v").u8(0).take())));
+  CHECK_FALSE(flag(guest_call(f, "dict.put", guest::wire_writer{}.str("gd").bytes("k").bytes("w").u8(1).take())));
+  auto got = guest_call(f, "dict.get", guest::wire_writer{}.str("gd").bytes("k").take());
+  guest::wire_reader gr{got.body};
+  CHECK(gr.u8("found") == 1);
+  CHECK(gr.bytes("value") == "v");
+  REQUIRE(guest_call(f, "dict.update",
+                     guest::wire_writer{}.str("gd").u32(2).bytes("a").bytes("1").bytes("b").bytes("2").take())
+            .status == errc::none);
+  auto len = guest_call(f, "dict.len", guest::wire_writer{}.str("gd").take());
+  CHECK(guest::wire_reader{len.body}.u64("count") == 3);
+  CHECK(flag(guest_call(f, "dict.contains", guest::wire_writer{}.str("gd").bytes("a").take())));
+  auto popped = guest_call(f, "dict.pop", guest::wire_writer{}.str("gd").bytes("a").take());
+  guest::wire_reader pr{popped.body};
+  CHECK(pr.u8("found") == 1);
+  CHECK(pr.bytes("value") == "1");
+  auto scan = guest_call(f, "dict.scan", guest::wire_writer{}.str("gd").bytes("").u32(10).u8(1).take());
+  guest::wire_reader sr{scan.body};
+  REQUIRE(sr.u32("count") == 2);
+  CHECK(sr.bytes("key") == "b");
+  CHECK(sr.bytes("value") == "2");
+  CHECK(sr.bytes("key") == "k");
+  CHECK(sr.bytes("value") == "v");
+  CHECK(sr.bytes("next_cursor") == "k");
+  CHECK(sr.u8("done") == 1);
+  CHECK_FALSE(sr.finish("scan"));
+  REQUIRE(guest_call(f, "dict.clear", guest::wire_writer{}.str("gd").take()).status == errc::none);
+  CHECK(guest::wire_reader{guest_call(f, "dict.len", guest::wire_writer{}.str("gd").take()).body}
+          .u64("count") == 0);
+}
+
+TEST_CASE("a container's ephemeral queue goes when the container's supervisor ends") {
+  fixture f;
+  auto owner = f.sys->spawn([](caf::event_based_actor*) -> caf::behavior { return {[](int) {}}; });
+  auto made = guest_call(f, "queue.ephemeral", "", owner);
+  REQUIRE(made.status == errc::none);
+  guest::wire_reader r{made.body};
+  auto name = r.str("name");
+  CHECK(name.rfind("eq-", 0) == 0);
+  caf::anon_send_exit(owner, caf::exit_reason::user_shutdown);
+  owner = nullptr;
+  CHECK(eventually([&] {
+    return guest_call(f, "queue.len", guest::wire_writer{}.str(name).str("").u8(1).take()).status
+           == errc::not_found;
+  }));
+}
+
+TEST_CASE("malformed or unknown guest data calls get invalid_argument, never a crash") {
+  fixture f;
+  CHECK(guest_call(f, "queue.put", guest::wire_writer{}.str("q").take()).status
+        == errc::invalid_argument);
+  auto huge = guest_call(f, "queue.put", guest::wire_writer{}.str("q").str("").u64(0).u32(1u << 30).take());
+  CHECK(huge.status == errc::invalid_argument);
+  CHECK(guest_call(f, "dict.frobnicate", guest::wire_writer{}.str("d").take()).status
+        == errc::invalid_argument);
+  CHECK(container_supervisor::is_data_method("queue.get"));
+  CHECK_FALSE(container_supervisor::is_data_method("function.call"));
 }

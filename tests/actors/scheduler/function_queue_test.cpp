@@ -181,3 +181,16 @@ TEST_CASE("retry delays grow by the coefficient and stop at the cap") {
   CHECK(exp.delay_before(4) == 400ms);
   CHECK(exp.delay_before(5) == 500ms);
 }
+
+TEST_CASE("prefetch lets a ready container hold more inputs than it runs at once") {
+  function_queue q{limits(0, 0, 0, 2)};
+  q.set_prefetch(3);
+  for (uint64_t i = 1; i <= 10; ++i)
+    q.add(input(i));
+  q.container_requested("ct-a");
+  q.container_ready("ct-a", 2, t0);
+  auto batches = q.dispatch(t0);
+  REQUIRE(batches.size() == 1);
+  CHECK(batches[0].inputs.size() == 5); // 2 running + 3 queued in the guest
+  CHECK(q.plan(t0).start == 4);         // demand 10 / capacity 2 = 5 containers, 1 live
+}
