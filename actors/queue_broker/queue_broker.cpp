@@ -34,6 +34,53 @@ using get_promise = caf::typed_response_promise<std::vector<std::string>>;
 using page_promise = caf::typed_response_promise<queue_page>;
 using info_promise = caf::typed_response_promise<object_info>;
 
+/// Answers a put, whether it came as a CAF request or with a direct reply (the bridge).
+class put_responder {
+public:
+  explicit put_responder(caf::response_promise p) : promise_(std::move(p)) {}
+  explicit put_responder(put_reply d) : direct_(std::move(d)) {}
+  void deliver(caf::unit_t) {
+    if (direct_)
+      direct_->answer(caf::unit);
+    else
+      promise_.deliver(caf::unit);
+  }
+  void deliver(const caf::error& err) {
+    if (direct_)
+      direct_->answer(err);
+    else
+      promise_.deliver(err);
+  }
+
+private:
+  caf::response_promise promise_;
+  put_reply direct_;
+};
+
+/// Answers a get, whether it came as a CAF request or with a direct reply (the bridge).
+class get_responder {
+public:
+  get_responder() = default;
+  explicit get_responder(get_promise p) : promise_(std::move(p)) {}
+  explicit get_responder(get_reply d) : direct_(std::move(d)) {}
+  void deliver(std::vector<std::string> items) {
+    if (direct_)
+      direct_->answer(std::move(items));
+    else
+      promise_.deliver(std::move(items));
+  }
+  void deliver(const caf::error& err) {
+    if (direct_)
+      direct_->answer(err);
+    else
+      promise_.deliver(err);
+  }
+
+private:
+  get_promise promise_;
+  get_reply direct_;
+};
+
 int64_t wall_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
@@ -67,7 +114,7 @@ struct waiter {
   uint32_t max_items = 1; ///< get: items wanted; peek: page size
   uint64_t cursor = 0;    ///< peek only
   int64_t deadline_ns = 0;
-  get_promise get;        ///< set for a get
+  get_responder get;      ///< set for a get
   page_promise page;      ///< set for a peek
 };
 
@@ -401,22 +448,22 @@ public:
 
   // -- queues ----------------------------------------------------------------------------------
 
-  caf::result<void> put(queue_put_request& req) {
+  void put(queue_put_request& req, put_responder rp) {
     auto* q = find_queue(req.environment, req.name);
     if (q == nullptr)
-      return no_such(object_kind::queue, req.name);
+      return rp.deliver(no_such(object_kind::queue, req.name));
     if (auto err = st_.store.check_partition(req.partition))
-      return err;
+      return rp.deliver(err);
     if (auto err = st_.store.check_items(req.items))
-      return err;
+      return rp.deliver(err);
     uint64_t ttl_ms = 0;
     if (auto err = st_.store.resolve_ttl(req.partition_ttl_ms, ttl_ms))
-      return err;
+      return rp.deliver(err);
     auto& p = q->partitions[req.partition];
     auto n = static_cast<uint32_t>(req.items.size());
     if (auto err = st_.store.check_capacity(req.name, req.partition, p.ready.size() + p.reserved, n)) {
       ++st_.puts_rejected_full;
-      return err;
+      return rp.deliver(err);
     }
     uint64_t first = p.next_seq;
     p.next_seq += n;
@@ -436,7 +483,6 @@ public:
                 queue_store::encode_payload(req.items[i]));
     }
     ++st_.puts;
-    auto rp = self_->make_response_promise();
     object_id id{req.environment, req.name};
     auto incarnation = q->incarnation;
     auto partition = std::move(req.partition);
@@ -463,15 +509,14 @@ public:
              }
              rp.deliver(err);
            });
-    return rp;
   }
 
-  caf::result<std::vector<std::string>> get(queue_get_request& req) {
+  void get(queue_get_request& req, get_responder rp) {
     auto* q = find_queue(req.environment, req.name);
     if (q == nullptr)
-      return no_such(object_kind::queue, req.name);
+      return rp.deliver(no_such(object_kind::queue, req.name));
     if (auto err = st_.store.check_partition(req.partition))
-      return err;
+      return rp.deliver(err);
     ++st_.gets;
     auto& p = q->partitions[req.partition];
     auto n = st_.store.clamp_get(req.max_items);
@@ -479,14 +524,10 @@ public:
     auto block_ms = st_.store.clamp_block(req.block_timeout_ms);
     if (p.ready.empty() && block_ms == 0) {
       drop_if_idle(*q, req.partition);
-      return std::vector<std::string>{};
+      return rp.deliver(std::vector<std::string>{});
     }
-    // Only now: once a promise exists, CAF no longer sends a value returned by the handler.
-    auto rp = self_->make_response_promise<std::vector<std::string>>();
-    if (!p.ready.empty()) {
-      consume(id, *q, req.partition, p, n, rp);
-      return rp;
-    }
+    if (!p.ready.empty())
+      return consume(id, *q, req.partition, p, n, rp);
     waiter w;
     w.id = st_.next_waiter++;
     w.max_items = n;
@@ -494,7 +535,6 @@ public:
     w.get = rp;
     park(id, q->incarnation, req.partition, p, std::move(w), false);
     ++st_.gets_parked_total;
-    return rp;
   }
 
   caf::result<queue_page> peek(queue_peek_request& req) {
@@ -1080,7 +1120,7 @@ private:
   /// Takes up to `n` items from the head, reads them and erases them durably; answers `rp`
   /// with them once the erasure is durable. `p` must have ready items.
   void consume(const object_id& id, queue_state& q, const std::string& partition,
-               partition_state& p, uint32_t n, get_promise rp) {
+               partition_state& p, uint32_t n, get_responder rp) {
     std::vector<item_ref> taken;
     std::vector<std::string> payloads;
     storage::write_batch batch;
@@ -1485,15 +1525,30 @@ impl_actor::behavior_type broker_impl(self_ptr self, const storage::store* db,
         return err;
       return b().list(kind, env);
     },
-    [b](queue_put_atom, queue_put_request& req) -> caf::result<void> {
+    [self, b](queue_put_atom, queue_put_request& req) -> caf::result<void> {
       if (auto err = b().unavailable())
         return err;
-      return b().put(req);
+      auto rp = self->make_response_promise();
+      b().put(req, put_responder{rp});
+      return rp;
     },
-    [b](queue_get_atom, queue_get_request& req) -> caf::result<std::vector<std::string>> {
+    [b](queue_put_atom, queue_put_request& req, put_reply& reply) {
+      if (auto err = b().unavailable())
+        return reply->answer(err);
+      b().put(req, put_responder{reply});
+    },
+    [self, b](queue_get_atom,
+              queue_get_request& req) -> caf::result<std::vector<std::string>> {
       if (auto err = b().unavailable())
         return err;
-      return b().get(req);
+      auto rp = self->make_response_promise<std::vector<std::string>>();
+      b().get(req, get_responder{rp});
+      return rp;
+    },
+    [b](queue_get_atom, queue_get_request& req, get_reply& reply) {
+      if (auto err = b().unavailable())
+        return reply->answer(err);
+      b().get(req, get_responder{reply});
     },
     [b](queue_len_atom, const std::string& env, const std::string& name,
         const std::string& partition, bool total) -> caf::result<uint64_t> {

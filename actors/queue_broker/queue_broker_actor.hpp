@@ -35,16 +35,22 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/expected.hpp>
+#include <caf/unit.hpp>
 #include <caf/fwd.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/typed_actor.hpp>
 
 #include "actors/queue_broker/queue_store.hpp"
+#include "runtime/errc.hpp"
 #include "runtime/inspect.hpp"
 #include "storage/store.hpp"
 #include "storage/writer.hpp"
@@ -173,6 +179,40 @@ typename Inspector::result_type inspect(Inspector& f, dict_page& x) {
 
 using entry_list = std::vector<std::pair<std::string, std::string>>;
 
+/// A one-shot answer for a request that does not come from an actor: the capnp bridge sends
+/// puts and gets with one, so the broker's answer goes straight to the kj thread (through its
+/// mailbox, which batches wake-ups) instead of through a helper actor. `answer` runs on the
+/// broker's thread, at most once, and must only hand the result over. If the last reference goes
+/// unanswered (the broker stopped, the message was dropped), the destructor answers with
+/// errc::unavailable, so a caller never waits forever.
+template <class T>
+class direct_reply {
+public:
+  using callback = std::function<void(caf::expected<T>)>;
+
+  explicit direct_reply(callback answer) : answer_(std::move(answer)) {}
+  ~direct_reply() {
+    if (answer_)
+      answer_(make_error(errc::unavailable, "the queue broker stopped before answering"));
+  }
+  direct_reply(const direct_reply&) = delete;
+  direct_reply& operator=(const direct_reply&) = delete;
+
+  void answer(caf::expected<T> result) {
+    auto f = std::exchange(answer_, nullptr);
+    if (f)
+      f(std::move(result));
+  }
+
+private:
+  callback answer_;
+};
+
+/// shared_ptr: the reply travels in a message and is copied into continuations; the last copy
+/// answers if nobody did.
+using put_reply = std::shared_ptr<direct_reply<caf::unit_t>>;
+using get_reply = std::shared_ptr<direct_reply<std::vector<std::string>>>;
+
 // Objects (both kinds).
 using lookup_atom = caf::atom_constant<caf::atom("qb_lookup")>;
 using create_atom = caf::atom_constant<caf::atom("qb_create")>;
@@ -208,8 +248,11 @@ using queue_broker_actor = caf::typed_actor<
   /// kind, environment -> named (not ephemeral) objects, sorted by name.
   caf::replies_to<list_atom, object_kind, std::string>::with<std::vector<object_info>>,
   caf::replies_to<queue_put_atom, queue_put_request>::with<void>,
+  /// The same, answered through `put_reply` (the capnp bridge's hot path).
+  caf::reacts_to<queue_put_atom, queue_put_request, put_reply>,
   /// -> up to max_items payloads; none when the wait ended without items.
   caf::replies_to<queue_get_atom, queue_get_request>::with<std::vector<std::string>>,
+  caf::reacts_to<queue_get_atom, queue_get_request, get_reply>,
   /// environment, name, partition, total -> item count.
   caf::replies_to<queue_len_atom, std::string, std::string, std::string, bool>::with<uint64_t>,
   /// environment, name, partition, all.
@@ -240,3 +283,6 @@ queue_broker_actor spawn_queue_broker(caf::actor_system& sys, const storage::sto
                                       storage::writer_actor writer, queue_broker_config cfg = {});
 
 } // namespace shoal::queue_broker
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::queue_broker::put_reply)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::queue_broker::get_reply)

@@ -2,6 +2,8 @@
 
 #include <type_traits>
 
+#include <map>
+
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/send.hpp>
@@ -74,6 +76,54 @@ struct queues_env {
   caf::actor_system& sys;
   queue_broker_actor broker;
   std::string environment;
+  /// Puts and gets waiting for their direct reply (the hot path), by reply id.
+  uint64_t next_reply = 1;
+  std::map<uint64_t, kj::Own<kj::PromiseFulfiller<void>>> put_waits;
+  std::map<uint64_t, kj::Own<kj::PromiseFulfiller<std::vector<std::string>>>> get_waits;
+
+  /// The fulfillers waiting for results of type T (caf::unit_t: puts).
+  template <class T>
+  auto& waits() {
+    if constexpr (std::is_same_v<T, caf::unit_t>)
+      return put_waits;
+    else
+      return get_waits;
+  }
+
+  /// A reply the broker answers on its thread. The answer is posted to the kj mailbox (which
+  /// rings the kj thread once per burst of posts) and fulfils the returned promise there.
+  template <class T>
+  auto expect(const std::shared_ptr<queues_env>& self) {
+    using R = std::conditional_t<std::is_same_v<T, caf::unit_t>, void, T>;
+    auto paf = kj::newPromiseAndFulfiller<R>();
+    auto id = next_reply++;
+    waits<T>().emplace(id, kj::mv(paf.fulfiller));
+    std::weak_ptr<queues_env> weak = self;
+    auto mailbox = ctx.mailbox;
+    auto reply = std::make_shared<direct_reply<T>>([weak, mailbox, id](caf::expected<T> result) {
+      mailbox->post([weak, id, result = std::move(result)]() mutable {
+        if (auto env = weak.lock())
+          env->finish<T>(id, std::move(result));
+      });
+    });
+    return std::make_pair(std::move(reply), kj::mv(paf.promise));
+  }
+
+  template <class T>
+  void finish(uint64_t id, caf::expected<T> result) {
+    auto& w = waits<T>();
+    auto i = w.find(id);
+    if (i == w.end())
+      return; // the call was cancelled meanwhile
+    auto f = kj::mv(i->second);
+    w.erase(i);
+    if (!result)
+      f->reject(bridge::to_kj_exception(result.error()));
+    else if constexpr (std::is_same_v<T, caf::unit_t>)
+      f->fulfill();
+    else
+      f->fulfill(std::move(*result));
+  }
 
   template <class R, class... Ts>
   kj::Promise<R> ask(Ts... xs) {
@@ -192,7 +242,9 @@ public:
     req.items.reserve(items.size());
     for (auto item : items)
       req.items.push_back(to_std(item));
-    return env_->ask<void>(queue_put_atom::value, std::move(req)).attach(kj::mv(pass));
+    auto [reply, promise] = env_->expect<caf::unit_t>(env_);
+    caf::anon_send(env_->broker, queue_put_atom::value, std::move(req), std::move(reply));
+    return promise.attach(kj::mv(pass));
   }
 
   kj::Promise<void> queueGet(QueueGetContext ctx) override {
@@ -204,8 +256,9 @@ public:
     req.partition = p.getPartition();
     req.max_items = p.getMaxItems();
     req.block_timeout_ms = p.getBlockTimeoutMs();
-    auto block_ms = req.block_timeout_ms;
-    return env_->ask_blocking<std::vector<std::string>>(block_ms, queue_get_atom::value, std::move(req))
+    auto [reply, promise] = env_->expect<std::vector<std::string>>(env_);
+    caf::anon_send(env_->broker, queue_get_atom::value, std::move(req), std::move(reply));
+    return promise
       .then([ctx](std::vector<std::string> items) mutable {
         auto out = ctx.getResults().initItems(static_cast<unsigned>(items.size()));
         for (unsigned i = 0; i < items.size(); ++i)
