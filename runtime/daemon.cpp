@@ -28,6 +28,10 @@
 #include "storage/store.hpp"
 #include "storage/writer.hpp"
 
+#ifndef SHOAL_CAF_POLICY
+#define SHOAL_CAF_POLICY "sharing"
+#endif
+
 namespace shoal {
 
 namespace {
@@ -172,6 +176,10 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
 
   if (cfg.scheduler_threads > 0)
     p->actor_config.set("scheduler.max-threads", cfg.scheduler_threads);
+  // CAF's default work-stealing workers back off into 50 µs..10 ms sleeps when idle, and a call
+  // crosses several actors: each hop could wait out a sleep. The sharing policy parks idle
+  // workers on a condition variable and wakes one per enqueue.
+  p->actor_config.set("scheduler.policy", caf::atom(SHOAL_CAF_POLICY));
   // Idle CAF workers poll with 50 us sleeps for up to 500 rounds before they wait on a condition
   // variable; under a steady request rate that is a context switch every 50 us per worker (a third
   // of shoald's CPU in the queue benchmark). Go straight to the condition variable after the short

@@ -52,12 +52,13 @@ using deadline_atom = caf::atom_constant<caf::atom("cs_dead")>;
 using kill_atom = caf::atom_constant<caf::atom("cs_kill")>;
 using booted_atom = caf::atom_constant<caf::atom("cs_booted")>;
 using released_atom = caf::atom_constant<caf::atom("cs_freed")>;
+using finished_atom = caf::atom_constant<caf::atom("cs_done")>;
 
 using impl_actor = container_supervisor_actor::extend<
   caf::reacts_to<frame_atom, guest::frame>, caf::reacts_to<closed_atom, caf::error>,
   caf::reacts_to<shim_exit_atom, int>, caf::reacts_to<deadline_atom, uint64_t>,
   caf::reacts_to<kill_atom>, caf::reacts_to<booted_atom, std::string>,
-  caf::reacts_to<released_atom, bool>>;
+  caf::reacts_to<released_atom, bool>, caf::reacts_to<finished_atom, std::vector<uint64_t>>>;
 
 constexpr uint8_t record_version = 1;
 
@@ -539,19 +540,6 @@ void on_frame(self_ptr self, guest::frame& f) {
         else
           self->send(st.cfg.scheduler, scheduler::ready_atom::value, st.cfg.container_id,
                      st.max_inputs);
-      } else if constexpr (std::is_same_v<T, guest::outputs>) {
-        std::vector<scheduler::guest_output> outs;
-        outs.reserve(x.items.size());
-        for (auto& o : x.items) {
-          auto status = from_guest(o.status);
-          if (status != output_status::generator_item)
-            input_done(self, o.id);
-          outs.push_back(scheduler::guest_output{o.id, status, std::move(o.data), std::move(o.error)});
-        }
-        st.outputs_sent += outs.size();
-        st.lifecycle = st.inflight.empty() ? "idle" : "busy";
-        self->send(st.cfg.scheduler, scheduler::outputs_atom::value, st.cfg.container_id,
-                   std::move(outs));
       } else if constexpr (std::is_same_v<T, guest::call>) {
         handle_call(self, x);
       } else if constexpr (std::is_same_v<T, guest::fatal>) {
@@ -577,7 +565,25 @@ impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) 
   std::error_code ec;
   fs::create_directories(st.res->guest_dir, ec);
   guest::channel_handlers handlers;
-  handlers.on_frame = [handle](guest::channel_id, guest::frame f) {
+  // OUTPUTS go from the hub thread straight to the scheduler (one hop less on every call);
+  // the supervisor gets the finished ids for its slot and timeout bookkeeping.
+  handlers.on_frame = [handle, scheduler = st.cfg.scheduler,
+                       id = st.cfg.container_id](guest::channel_id, guest::frame f) {
+    if (auto* outs = std::get_if<guest::outputs>(&f)) {
+      std::vector<scheduler::guest_output> forward;
+      std::vector<uint64_t> finished;
+      forward.reserve(outs->items.size());
+      for (auto& o : outs->items) {
+        auto status = from_guest(o.status);
+        if (status != output_status::generator_item)
+          finished.push_back(o.id);
+        forward.push_back(
+          scheduler::guest_output{o.id, status, std::move(o.data), std::move(o.error)});
+      }
+      caf::anon_send(scheduler, scheduler::outputs_atom::value, id, std::move(forward));
+      caf::anon_send(handle, finished_atom::value, std::move(finished));
+      return;
+    }
     caf::anon_send(handle, frame_atom::value, std::move(f));
   };
   handlers.on_closed = [handle](guest::channel_id, caf::error reason) {
@@ -612,6 +618,13 @@ impl_actor::behavior_type supervisor_impl(self_ptr self, supervisor_config cfg) 
         kill_container(self);
     },
     [self](released_atom, bool oom_killed) { finish(self, oom_killed); },
+    [self](finished_atom, const std::vector<uint64_t>& ids) {
+      auto& st = self->state;
+      for (auto id : ids)
+        input_done(self, id);
+      st.outputs_sent += ids.size();
+      st.lifecycle = st.inflight.empty() ? "idle" : "busy";
+    },
     [self](run_atom, std::vector<scheduler::run_input>& inputs) {
       auto& st = self->state;
       // After SHUTDOWN the guest drops new inputs; the scheduler re-queues them when this
