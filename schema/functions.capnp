@@ -165,6 +165,13 @@ interface Functions {
   appLogs @11 (name :Text, receiver :LogReceiver, follow :Bool) -> ();
   listContainers @12 () -> (containers :List(ContainerInfo));
   stopContainer @13 (containerId :Text) -> ();
+
+  derive @14 (functionId :Text, name :Text, spec :FunctionSpec, fields :List(Text))
+      -> (function :FunctionRef);
+  # A function added to a registered one's app (same code), with the `fields` of `spec` replacing
+  # the base's: a class instance with constructor arguments (definition), a `.with_options()`
+  # variant (timeoutMs, retries, ...). Field names are the SDK's spec keys ("definition",
+  # "timeout_ms", "max_retries", ...). Idempotent by name: deriving an existing name returns it.
 }
 
 struct Blob {

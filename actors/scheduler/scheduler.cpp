@@ -995,6 +995,63 @@ public:
       self_->send(st_.node, node_agent::stop_container_atom::value, c.container_id);
   }
 
+  caf::result<function_def> derive(const std::string& environment, const std::string& base_id,
+                                   const std::string& name, const function_def& spec,
+                                   const std::vector<std::string>& fields) {
+    auto base = st_.functions.find(base_id);
+    if (base == st_.functions.end() || base->second.def.environment != environment)
+      return make_error(errc::not_found, "no function with id '" + base_id + "'");
+    if (name.empty())
+      return make_error(errc::invalid_argument, "a derived function needs a name");
+    auto a = st_.apps.find(base->second.def.app_id);
+    if (a == st_.apps.end() || a->second.info.state != "running")
+      return make_error(errc::not_found, "the app of function " + base->second.def.name
+                                           + " is not running");
+    auto& app = a->second;
+    for (const auto& fid : app.function_ids)
+      if (st_.functions.at(fid).def.name == name)
+        return st_.functions.at(fid).def;
+    function_def def = base->second.def;
+    def.name = name;
+    def.function_id = make_id("fu");
+    for (const auto& field : fields) {
+      if (field == "definition") def.definition = spec.definition;
+      else if (field == "is_generator") def.is_generator = spec.is_generator;
+      else if (field == "timeout_ms") def.timeout_ms = spec.timeout_ms;
+      else if (field == "max_retries") def.max_retries = spec.max_retries;
+      else if (field == "retry_initial_delay_ms") def.retry_initial_delay_ms = spec.retry_initial_delay_ms;
+      else if (field == "retry_backoff_coefficient") def.retry_backoff_coefficient = spec.retry_backoff_coefficient;
+      else if (field == "retry_max_delay_ms") def.retry_max_delay_ms = spec.retry_max_delay_ms;
+      else if (field == "min_containers") def.min_containers = spec.min_containers;
+      else if (field == "max_containers") def.max_containers = spec.max_containers;
+      else if (field == "buffer_containers") def.buffer_containers = spec.buffer_containers;
+      else if (field == "scaledown_window_ms") def.scaledown_window_ms = spec.scaledown_window_ms;
+      else if (field == "max_inputs") def.max_inputs = std::max<uint32_t>(spec.max_inputs, 1);
+      else if (field == "cpu_millis") def.cpu_millis = spec.cpu_millis;
+      else if (field == "memory_mb") def.memory_mb = spec.memory_mb;
+      else if (field == "image") def.image = spec.image;
+      else if (field == "env") def.env = spec.env;
+      else if (field != "name" && field != "is_class")
+        return make_error(errc::invalid_argument,
+                          "'" + field + "' cannot be changed on a derived function");
+    }
+    app.function_ids.push_back(def.function_id);
+    app.info.function_names.push_back(def.name);
+    st_.functions.emplace(def.function_id, function_state{def});
+    storage::write_batch batch;
+    batch.put(table::functions, key{}.str(def.function_id).bytes(), encode_record(record_version, def));
+    batch.put(table::apps, key{}.str(app.info.app_id).bytes(), encode_record(record_version, app.info));
+    log::info("function_derived").kv("app", app.info.name).kv("name", def.name).kv("from", base->second.def.name);
+    auto rp = self_->make_response_promise<function_def>();
+    self_->request(st_.writer, write_deadline, storage::write_atom::value, std::move(batch))
+      .then([self = self_, rp, def]() mutable {
+              scheduler_logic{self}.pump(def.function_id);
+              rp.deliver(def);
+            },
+            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+    return rp;
+  }
+
   caf::result<void> stop_container_by_id(const std::string& container_id) {
     auto ct = st_.containers.find(container_id);
     if (ct == st_.containers.end())
@@ -1267,6 +1324,10 @@ impl_actor::behavior_type scheduler_impl(self_ptr self, const storage::store* db
         bool follow) { return L().logs(env, name, std::move(sink), follow); },
     [=](containers_atom) { return L().list_containers(); },
     [=](stop_ct_atom, const std::string& id) { return L().stop_container_by_id(id); },
+    [=](derive_atom, const std::string& env, const std::string& base, const std::string& name,
+        const function_def& spec, const std::vector<std::string>& fields) {
+      return L().derive(env, base, name, spec, fields);
+    },
     [=](ready_atom, const std::string& id, uint32_t capacity) { L().on_ready(id, capacity); },
     [=](outputs_atom, const std::string& id, std::vector<guest_output>& outputs) {
       auto logic = L();

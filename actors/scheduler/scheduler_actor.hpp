@@ -45,6 +45,7 @@ using put_blobs_atom = caf::atom_constant<caf::atom("put_blobs")>;
 using logs_atom = caf::atom_constant<caf::atom("logs")>;
 using containers_atom = caf::atom_constant<caf::atom("containers")>;
 using stop_ct_atom = caf::atom_constant<caf::atom("stop_ct")>;
+using derive_atom = caf::atom_constant<caf::atom("derive")>;
 
 // Node-facing (node agents and container supervisors).
 using ready_atom = caf::atom_constant<caf::atom("ct_ready")>;
@@ -80,6 +81,10 @@ using scheduler_actor = caf::typed_actor<
   caf::replies_to<logs_atom, std::string, std::string, log_sink_ptr, bool>::with<void>,
   caf::replies_to<containers_atom>::with<std::vector<container_summary>>,
   caf::replies_to<stop_ct_atom, std::string>::with<void>,
+  /// environment, base function id, new name, spec, the spec fields that replace the base's ->
+  /// the derived function (existing one of that name in the same app: returned as is).
+  caf::replies_to<derive_atom, std::string, std::string, std::string, function_def,
+                  std::vector<std::string>>::with<function_def>,
   /// From supervisors: container id, capacity.
   caf::reacts_to<ready_atom, std::string, uint32_t>,
   caf::reacts_to<outputs_atom, std::string, std::vector<guest_output>>,

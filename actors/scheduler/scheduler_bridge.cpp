@@ -510,6 +510,21 @@ public:
       .attach(kj::mv(pass));
   }
 
+  kj::Promise<void> derive(DeriveContext ctx) override {
+    auto pass = env_->ctx.gate.enter();
+    auto params = ctx.getParams();
+    std::string base = params.getFunctionId();
+    std::string name = params.getName();
+    auto spec = from_wire(params.getSpec());
+    std::vector<std::string> fields;
+    for (auto f : params.getFields())
+      fields.emplace_back(f);
+    return env_->ask<function_def>(derive_atom::value, env_->environment, base, name,
+                                   std::move(spec), std::move(fields))
+      .then([ctx](function_def f) mutable { fill(ctx.getResults().initFunction(), f); })
+      .attach(kj::mv(pass));
+  }
+
   kj::Promise<void> stopContainer(StopContainerContext ctx) override {
     auto pass = env_->ctx.gate.enter();
     std::string id = ctx.getParams().getContainerId();

@@ -383,6 +383,21 @@ public:
     }
     return to_dict(r);
   }
+  py::dict derive_function(const std::string& function_id, const std::string& name,
+                           const py::dict& overrides) {
+    py::dict spec_dict(overrides);
+    spec_dict["name"] = name;
+    auto spec = spec_from(spec_dict);
+    std::vector<std::string> fields;
+    for (auto item : overrides)
+      fields.push_back(item.first.cast<std::string>());
+    sc::function_ref r;
+    {
+      py::gil_scoped_release release;
+      r = live().derive_function(function_id, name, spec, fields);
+    }
+    return to_dict(r);
+  }
   py::dict call(const std::string& function_id, const py::bytes& args) {
     std::string payload = args;
     sc::output o;
@@ -686,6 +701,8 @@ class RpcError(Exception):
     .def("create_app", &client::create_app, py::arg("name"), py::arg("mode"),
          py::arg("functions"), py::arg("code"))
     .def("lookup", &client::lookup, py::arg("app_name"), py::arg("name"))
+    .def("derive_function", &client::derive_function, py::arg("function_id"), py::arg("name"),
+         py::arg("overrides"))
     .def("call", &client::call, py::arg("function_id"), py::arg("args"))
     .def("map", &client::map, py::arg("function_id"))
     .def("spawn", &client::spawn, py::arg("function_id"), py::arg("args"))

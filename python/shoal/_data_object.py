@@ -49,6 +49,7 @@ class _DataObject:
         self._create_if_missing = create_if_missing
         self._new_ephemeral = _new_ephemeral  # 2023 `.new()`: an ephemeral object made on first use
         self._handle: Optional[_data_transport.Handle] = None
+        self._cached_transport: Optional[_data_transport.DataTransport] = None
         self._hydrated = False
         self._lock = threading.Lock()
 
@@ -128,8 +129,13 @@ class _DataObject:
     # --- internals ----------------------------------------------------------------------------
 
     def _transport(self) -> _data_transport.DataTransport:
+        # Hot path (every put and get): reuse the transport while the process-wide one is the same.
+        cached = self._cached_transport
+        if cached is not None and _data_transport.still_current(cached):
+            return cached
         transport = _data_transport.current()
         _check_environment(transport, self._environment_name)
+        self._cached_transport = transport
         return transport
 
     def _create_ephemeral(self) -> None:

@@ -367,6 +367,14 @@ _native: Optional[NativeData] = None
 _guest: Optional[GuestData] = None
 
 
+def still_current(transport: DataTransport) -> bool:
+    """Whether ``transport`` is what :func:`current` would return now (no lock: a cheap check
+    for callers that cache it)."""
+    if isinstance(transport, GuestData):
+        return transport is _guest
+    return transport is _native and getattr(_transport._host, "connection", None) is transport.connection
+
+
 def current() -> DataTransport:
     """The guest channel inside a container, else the process-wide connection to shoald."""
     global _native, _guest

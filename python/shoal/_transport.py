@@ -147,15 +147,15 @@ class Transport:
     def derive(self, function_id: str, name: str, overrides: Dict[str, Any]) -> FunctionRef:
         """A function derived from a registered one (same app, same code) with some spec fields
         replaced: ``definition`` for a class instance with constructor arguments, options for
-        ``with_options``. Not offered by shoald yet (docs/sdk.md, "Limitations")."""
+        ``with_options``. The native transport asks shoald (``Functions.derive``); the guest channel
+        has no such call yet (docs/sdk.md, "Limitations")."""
         raise InvalidError(_DERIVE_UNSUPPORTED.format(name=name))
 
 
 _DERIVE_UNSUPPORTED = (
-    "{name} is not registered in the running app: class instances with constructor arguments and "
-    "with_options() variants are registered when the app starts, so create them before app.run() "
-    "or `shoal deploy` (for example at module level); this server cannot add them to a running or "
-    "deployed app yet"
+    "{name} is not registered in the app: inside a container, class instances with new constructor "
+    "arguments and with_options() variants cannot be added to the app yet; create them outside "
+    "(for example at module level, before app.run() or `shoal deploy`)"
 )
 
 

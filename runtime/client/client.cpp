@@ -181,6 +181,33 @@ kj::ArrayPtr<const kj::byte> bytes_of(const std::string& s) {
   return kj::arrayPtr(reinterpret_cast<const kj::byte*>(s.data()), s.size());
 }
 
+void fill_spec(wire::FunctionSpec::Builder w, const function_spec& f) {
+  w.setName(f.name);
+  w.setIsClass(f.is_class);
+  w.setIsGenerator(f.is_generator);
+  w.setDefinition(bytes_of(f.definition));
+  w.setTimeoutMs(f.timeout_ms);
+  auto r = w.initRetries();
+  r.setMaxRetries(f.max_retries);
+  r.setInitialDelayMs(f.retry_initial_delay_ms);
+  r.setBackoffCoefficient(f.retry_backoff_coefficient);
+  r.setMaxDelayMs(f.retry_max_delay_ms);
+  auto a = w.initAutoscaling();
+  a.setMinContainers(f.min_containers);
+  a.setMaxContainers(f.max_containers);
+  a.setBufferContainers(f.buffer_containers);
+  a.setScaledownWindowMs(f.scaledown_window_ms);
+  w.setMaxInputs(f.max_inputs);
+  w.setCpuMillis(f.cpu_millis);
+  w.setMemoryMb(f.memory_mb);
+  w.setImage(f.image);
+  auto env = w.initEnv(static_cast<unsigned>(f.env.size()));
+  for (unsigned j = 0; j < f.env.size(); ++j) {
+    env[j].setKey(f.env[j].first);
+    env[j].setValue(f.env[j].second);
+  }
+}
+
 class output_receiver final : public wire::OutputReceiver::Server {
 public:
   explicit output_receiver(std::shared_ptr<pull_queue<output>> q) : queue_(std::move(q)) {}
@@ -511,34 +538,8 @@ connection::created_app connection::create_app(const std::string& name, const st
     req.setName(name);
     req.setMode(wire_mode);
     auto fns = req.initFunctions(static_cast<unsigned>(functions.size()));
-    for (unsigned i = 0; i < functions.size(); ++i) {
-      const auto& f = functions[i];
-      auto w = fns[i];
-      w.setName(f.name);
-      w.setIsClass(f.is_class);
-      w.setIsGenerator(f.is_generator);
-      w.setDefinition(bytes_of(f.definition));
-      w.setTimeoutMs(f.timeout_ms);
-      auto r = w.initRetries();
-      r.setMaxRetries(f.max_retries);
-      r.setInitialDelayMs(f.retry_initial_delay_ms);
-      r.setBackoffCoefficient(f.retry_backoff_coefficient);
-      r.setMaxDelayMs(f.retry_max_delay_ms);
-      auto a = w.initAutoscaling();
-      a.setMinContainers(f.min_containers);
-      a.setMaxContainers(f.max_containers);
-      a.setBufferContainers(f.buffer_containers);
-      a.setScaledownWindowMs(f.scaledown_window_ms);
-      w.setMaxInputs(f.max_inputs);
-      w.setCpuMillis(f.cpu_millis);
-      w.setMemoryMb(f.memory_mb);
-      w.setImage(f.image);
-      auto env = w.initEnv(static_cast<unsigned>(f.env.size()));
-      for (unsigned j = 0; j < f.env.size(); ++j) {
-        env[j].setKey(f.env[j].first);
-        env[j].setValue(f.env[j].second);
-      }
-    }
+    for (unsigned i = 0; i < functions.size(); ++i)
+      fill_spec(fns[i], functions[i]);
     auto files = req.initCode(static_cast<unsigned>(code.size()));
     for (unsigned i = 0; i < code.size(); ++i) {
       files[i].setPath(code[i].path);
@@ -607,6 +608,23 @@ void app_handle::close() {
   c.run([this](kj_side& s) -> kj::Promise<void> {
     s.apps.erase(st_->id);
     return kj::READY_NOW;
+  });
+}
+
+function_ref connection::derive_function(const std::string& function_id, const std::string& name,
+                                         const function_spec& spec,
+                                         const std::vector<std::string>& fields) {
+  return impl_->run([&](kj_side& s) {
+    auto req = impl_->functions(s).deriveRequest();
+    req.setFunctionId(function_id);
+    req.setName(name);
+    fill_spec(req.initSpec(), spec);
+    auto list = req.initFields(static_cast<unsigned>(fields.size()));
+    for (unsigned i = 0; i < fields.size(); ++i)
+      list.set(i, fields[i]);
+    return req.send().then([](capnp::Response<wire::Functions::DeriveResults> r) {
+      return convert(r.getFunction());
+    });
   });
 }
 

@@ -277,6 +277,10 @@ public:
                          const std::vector<function_spec>& functions,
                          const std::vector<code_file>& code);
   function_ref lookup(const std::string& app_name, const std::string& name);
+  /// A function added to `function_id`'s running app with `fields` of `spec` replaced
+  /// (`Functions.derive`); idempotent by name.
+  function_ref derive_function(const std::string& function_id, const std::string& name,
+                               const function_spec& spec, const std::vector<std::string>& fields);
   output call(const std::string& function_id, const std::string& args);
   std::unique_ptr<map_call> map(const std::string& function_id);
   std::string spawn(const std::string& function_id, const std::string& args);

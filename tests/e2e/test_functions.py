@@ -271,6 +271,43 @@ def test_a_class_enter_hook_runs_once_per_container_across_many_calls(shoal, tmp
     assert out["scaled"][2] == 60
 
 
+def test_instances_and_option_variants_made_while_the_app_runs_are_added_to_it(shoal, tmp_path):
+    app = write(tmp_path, "derived.py", """
+        import json
+        import time
+        import shoal
+
+        app = shoal.App("e2e-derive")
+
+        @app.cls()
+        class Scaler:
+            factor: int = shoal.parameter(default=1)
+
+            @shoal.method()
+            def apply(self, x):
+                return x * self.factor
+
+        @app.function(timeout=60)
+        def nap(seconds):
+            time.sleep(seconds)
+            return seconds
+
+        @app.local_entrypoint()
+        def main():
+            five = Scaler(factor=5)           # constructor arguments chosen at run time
+            hurried = nap.with_options(timeout=1)
+            try:
+                hurried.remote(5)
+                timed_out = False
+            except shoal.exception.FunctionTimeoutError:
+                timed_out = True
+            print(json.dumps({"five": five.apply.remote(4), "again": Scaler(factor=5).apply.remote(1),
+                              "plain": nap.remote(0), "timed_out": timed_out}))
+    """)
+    out = last_json(shoal(f"run {app}"))
+    assert out == {"five": 20, "again": 5, "plain": 0, "timed_out": True}
+
+
 def test_retries_succeed_on_the_third_attempt(shoal, tmp_path):
     app = write(tmp_path, "flaky.py", """
         import time

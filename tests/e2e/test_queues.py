@@ -48,8 +48,9 @@ def sdk(shoald):
 
 @pytest.fixture
 def cli(shoald, shoal_home):
-    def run(args, env=None, input=None):
-        return run_shoal(args, home=shoal_home, env={**shoald.env(), **(env or {})}, input=input)
+    def run(args, env=None, input=None, timeout_s=60.0):
+        return run_shoal(args, home=shoal_home, env={**shoald.env(), **(env or {})}, input=input,
+                         timeout_s=timeout_s)
 
     return run
 
@@ -493,3 +494,94 @@ def test_every_acknowledged_item_survives_sigkill_exactly_once_and_in_order(star
           f"{len(in_doubt)} in doubt ({len(set(items) & in_doubt)} of them present), "
           f"{len(items)} items present, {elapsed:.1f} s")
     assert len(acked) > CRASH_CYCLES * PRODUCERS  # the load was real
+
+
+# --- inside a container (the guest channel) ---------------------------------------------------------
+
+
+def test_queues_and_dicts_work_from_inside_a_container(cli, tmp_path):
+    """A function receives a Queue and a Dict (pickled by name) and uses every method over the
+    guest channel; the local side sees what it did. The first container waits for the default
+    image to be built (~40 s on a fresh state dir)."""
+    import json
+    import textwrap
+
+    app = tmp_path / "queues_app.py"
+    app.write_text(textwrap.dedent("""
+        import json
+        import queue as stdlib_queue
+        import shoal
+
+        app = shoal.App("e2e-queues")
+
+        @app.function()
+        def worker(q, d):
+            out = {}
+            q.put("from-container")
+            q.put_many([1, 2, 3], partition="p")
+            out["len_total"] = q.len(total=True)
+            out["peek"] = list(q.iterate(partition="p"))
+            out["get"] = q.get(timeout=10)
+            out["get_many"] = q.get_many(10, partition="p")
+            try:
+                q.get(timeout=0.2, partition="p")
+                out["empty"] = False
+            except stdlib_queue.Empty:
+                out["empty"] = True
+            out["nonblocking"] = q.get(block=False, partition="p")
+            d["container"] = {"ok": True}
+            out["skip"] = d.put("container", 0, skip_if_exists=True)
+            d.update({"a": 1, "b": 2})
+            out["d_len"] = d.len()
+            out["d_get"] = d.get("local")
+            out["pop"] = d.pop("a")
+            out["contains"] = "a" in d
+            out["keys"] = sorted(d.keys())
+            out["items"] = sorted([k, v] for k, v in d.items() if k in ("b", "local"))
+            with shoal.Queue.ephemeral() as e:
+                e.put("eph")
+                out["eph"] = e.get()
+                out["eph_name"] = e.name
+            with shoal.Dict.ephemeral() as ed:
+                ed["k"] = "v"
+                out["eph_dict"] = ed["k"]
+            named = shoal.Queue.from_name("e2e-by-name", create_if_missing=True)
+            named.put("made inside")
+            try:
+                shoal.Queue.from_name("e2e-missing-queue").len()
+            except shoal.exception.NotFoundError as err:
+                out["missing"] = str(err)
+            return out
+
+        @app.local_entrypoint()
+        def main():
+            q = shoal.Queue.from_name("e2e-ct-q", create_if_missing=True)
+            d = shoal.Dict.from_name("e2e-ct-d", create_if_missing=True)
+            q.put("from-local")
+            d["local"] = "L"
+            out = worker.remote(q, d)
+            out["after_local"] = q.get(timeout=10)
+            out["by_name"] = shoal.Queue.from_name("e2e-by-name").get(timeout=10)
+            out["dict_after"] = d["container"]
+            print(json.dumps(out))
+    """).lstrip())
+    result = cli(f"run {app}", timeout_s=900)
+    assert result.rc == 0, f"exit code {result.rc}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    line = [x for x in result.stdout.splitlines() if x.startswith("{")][-1]
+    out = json.loads(line)
+    assert out["len_total"] == 5
+    assert out["peek"] == [1, 2, 3]
+    assert out["get"] == "from-local"
+    assert out["get_many"] == [1, 2, 3]
+    assert out["empty"] is True and out["nonblocking"] is None
+    assert out["skip"] is False
+    assert out["d_len"] == 4 and out["d_get"] == "L" and out["pop"] == 1 and out["contains"] is False
+    assert out["keys"] == ["b", "container", "local"]
+    assert out["items"] == [["b", 2], ["local", "L"]]
+    assert out["eph"] == "eph" and out["eph_name"].startswith("eq-") and out["eph_dict"] == "v"
+    assert "no queue named 'e2e-missing-queue'" in out["missing"]
+    assert out["after_local"] == "from-container"
+    assert out["by_name"] == "made inside"
+    assert out["dict_after"] == {"ok": True}
+    listed = [x["name"] for x in cli("queue list --json").json()]
+    assert out["eph_name"] not in listed

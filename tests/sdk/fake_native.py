@@ -249,6 +249,7 @@ class FakeClient:
         self.blobs: Dict[str, bytes] = {}
         self.put_calls: List[List[str]] = []
         self.apps: List[FakeApp] = []
+        self.derived: List[Dict[str, Any]] = []
         self.functions: Dict[str, FakeFunction] = {}
         self.calls: Dict[str, Any] = {}
         self.created: List[Dict[str, Any]] = []
@@ -316,6 +317,23 @@ class FakeClient:
         fn = app.functions.get(name)
         if fn is None:
             raise RpcError("not_found", f"the app {app_name!r} has no function {name!r}")
+        return fn.ref()
+
+    def derive_function(self, function_id: str, name: str, overrides: Dict[str, Any]) -> Dict[str, Any]:
+        """Like shoald's Functions.derive: a function added to the base's running app with some
+        spec fields replaced; idempotent by name."""
+        base = self._function(function_id)
+        app = base.app
+        if name in app.functions:
+            return app.functions[name].ref()
+        unknown = set(overrides) - SPEC_KEYS
+        if unknown:
+            raise RpcError("invalid_argument", f"unknown function spec keys {sorted(unknown)}")
+        spec = dict(base.spec, **overrides, name=name)
+        fn = FakeFunction(self, self._new_id("fu"), app, spec)
+        app.functions[name] = fn
+        self.functions[fn.function_id] = fn
+        self.derived.append({"base": base.name, "name": name, "overrides": dict(overrides)})
         return fn.ref()
 
     def _function(self, function_id: str) -> FakeFunction:

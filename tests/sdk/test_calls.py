@@ -326,9 +326,10 @@ def test_an_instance_made_before_the_app_started_is_its_own_registered_function(
     assert names[0] == "Counter" and names[1].startswith("Counter-") and len(names) == 2
 
 
-def test_an_instance_with_new_arguments_made_while_running_says_it_is_not_registered(running):
-    with pytest.raises(InvalidError, match="registered when the app starts"):
-        Counter(base=7).bump.remote(1)
+def test_an_instance_with_new_arguments_made_while_running_is_added_to_the_app(running, fake):
+    assert Counter(base=7).bump.remote(1) == 8
+    assert Counter(base=7).bump.remote(2) == 9  # the same derived function, not a second one
+    assert [d["base"] for d in fake.derived] == ["Counter"]
 
 
 def test_constructor_arguments_are_checked_locally(fake):
@@ -397,7 +398,7 @@ def test_a_detached_run_is_not_stopped_at_the_end(fake):
     assert created.mode == "detached" and created.state == "running"
 
 
-def test_with_options_on_a_deployed_function_explains_the_limitation(fake):
+def test_with_options_on_a_deployed_function_adds_a_variant_to_it(fake):
     deployed = shoal.App("options-target")
 
     @deployed.function(serialized=True)
@@ -406,8 +407,8 @@ def test_with_options_on_a_deployed_function_explains_the_limitation(fake):
 
     deployed.deploy()
     quick = shoal.Function.from_name("options-target", "one").with_options(timeout=5)
-    with pytest.raises(InvalidError, match="registered when the app starts"):
-        quick.remote()
+    assert quick.remote() == 1
+    assert fake.derived[-1]["overrides"]["timeout_ms"] == 5000
 
 
 def test_a_with_options_variant_made_before_the_start_runs_with_its_options(fake):
