@@ -41,7 +41,8 @@ struct FunctionSpec {
   cpuMillis @8 :UInt32;               # 0: no cpu limit; 1000 = one core
   memoryMb @9 :UInt32;                # 0: no memory limit
   image @10 :Text;                    # image id; empty: the default image
-  env @11 :List(Common.KeyValue);
+  env @11 :List(Common.KeyValue);    # in order, later wins; key "@secret:NAME" (value NAME): the
+                                      # named secret's variables, read by the supervisor at start
 }
 
 struct CodeFile {

@@ -67,4 +67,26 @@ interface Session {
 
   queues @7 () -> (queues :Queues);
   # Queues and dicts in this session's environment (schema/queues.capnp).
+
+  secrets @8 () -> (secrets :Secrets);
+  # Named secrets in this session's environment (create, list names and keys, delete).
+}
+
+struct SecretInfo {
+  # What the server tells about a secret: never its values.
+  name @0 :Text;
+  environment @1 :Text;
+  keys @2 :List(Text);           # the variable names it sets, sorted
+  createdAtMs @3 :Int64;         # Unix epoch, milliseconds
+}
+
+interface Secrets {
+  # Named secrets of the session's environment (docs/sdk.md "Secrets"). Values go in, never out:
+  # containers read them server-side at start (the `@secret` entries of FunctionSpec.env).
+  create @0 (name :Text, entries :List(Common.KeyValue), force :Bool) -> (secret :SecretInfo);
+  # [already_exists] unless `force` (which replaces every key); [invalid_argument] for a bad name
+  # or variable name. Answered once durable.
+  list @1 () -> (secrets :List(SecretInfo));
+  delete @2 (name :Text) -> ();
+  # [not_found] for an unknown name. Answered once durable.
 }

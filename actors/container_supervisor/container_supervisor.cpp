@@ -22,6 +22,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/container_supervisor/data_calls.hpp"
+#include "actors/gateway/secret_store.hpp"
 #include "actors/scheduler/scheduler_types.hpp"
 #include "runtime/binary_codec.hpp"
 #include "runtime/container/default_image.hpp"
@@ -287,6 +288,43 @@ void finish(self_ptr self, bool oom_killed) {
   self->quit();
 }
 
+/// The function's environment variables in order, later entries winning: plain `KEY=VALUE` pairs
+/// from the SDK (app secrets, then the function's, then `Secret.from_dict`/dotenv/environ values),
+/// and `@secret:NAME=NAME` entries that stand for the named secret's variables, read here from the
+/// `secrets` table of the function's environment. A missing secret fails the start; the error
+/// names the secret, never a value.
+caf::expected<std::vector<std::string>> resolve_env(const node_services& svc,
+                                                    const scheduler::function_def& fn) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::map<std::string, size_t> index;
+  auto set = [&](const std::string& k, const std::string& v) {
+    auto [i, fresh] = index.emplace(k, out.size());
+    if (fresh)
+      out.emplace_back(k, v);
+    else
+      out[i->second].second = v;
+  };
+  for (const auto& [k, v] : fn.env) {
+    if (k.rfind("@secret:", 0) != 0) {
+      set(k, v);
+      continue;
+    }
+    if (svc.db == nullptr)
+      return make_error(errc::unavailable, "secret '" + v
+                                             + "' cannot be read: this node has no state store");
+    auto entries = gateway::secret_store{*svc.db}.read(fn.environment, v);
+    if (!entries)
+      return entries.error();
+    for (const auto& [sk, sv] : *entries)
+      set(sk, sv);
+  }
+  std::vector<std::string> env;
+  env.reserve(out.size());
+  for (auto& [k, v] : out)
+    env.push_back(k + "=" + v);
+  return env;
+}
+
 /// Detached: everything slow about starting a container — the image (built once per state dir),
 /// the code, the overlay, the OCI spec, crun. Answers the supervisor with `booted_atom` and the
 /// error text (empty on success).
@@ -298,6 +336,9 @@ void boot(resources_ptr res, supervisor_config cfg, impl_actor supervisor) {
     caf::anon_send(supervisor, booted_atom::value,
                    "container could not start: " + message_of(err));
   };
+  auto user_env = resolve_env(*svc, fn);
+  if (!user_env)
+    return fail(user_env.error());
   std::error_code ec;
   auto image = container::prepare_image(svc->state_dir, [&](std::string_view line) {
     system_log(cfg.scheduler, id, "image: " + std::string{line});
@@ -340,8 +381,8 @@ void boot(resources_ptr res, supervisor_config cfg, impl_actor supervisor) {
     "SHOAL_ENVIRONMENT=" + fn.environment,
     "SHOAL_CODE_DIR=/shoal/code",
   };
-  for (const auto& [k, v] : fn.env)
-    spec.env.push_back(k + "=" + v);
+  for (auto& kv : *user_env)
+    spec.env.push_back(std::move(kv));
   spec.mounts = container::standard_mounts();
   spec.mounts.push_back(container::guest_mount(res->guest_dir));
   if (!code_dir.empty())

@@ -21,6 +21,8 @@ struct gateway_state {
   uint64_t rejections = 0;
   uint64_t tokens_minted = 0;
   uint64_t tokens_revoked = 0;
+  uint64_t secrets_created = 0;
+  uint64_t secrets_deleted = 0;
   static inline const char* name = "gateway";
 };
 
@@ -93,12 +95,58 @@ gateway_actor::behavior_type gateway_impl(self_ptr self, const storage::store* d
           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
       return rp;
     },
+    [self](secret_create_atom, const std::string& environment, const std::string& name,
+           const secret_entries& entries, bool force) -> caf::result<secret_info> {
+      secret_store secrets{*self->state.db};
+      storage::write_batch batch;
+      auto info = secrets.create(environment, name, entries, force, now_ms(), batch);
+      if (!info)
+        return info.error();
+      auto rp = self->make_response_promise<secret_info>();
+      self->request(self->state.writer, write_deadline, storage::write_atom::value, std::move(batch))
+        .then(
+          [self, rp, info = std::move(*info)]() mutable {
+            ++self->state.secrets_created;
+            log::info("secret_created")
+              .kv("name", info.name)
+              .kv("environment", info.environment)
+              .kv("keys", static_cast<int64_t>(info.keys.size()));
+            rp.deliver(std::move(info));
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
+    [self](secret_list_atom,
+           const std::string& environment) -> caf::result<std::vector<secret_info>> {
+      auto all = secret_store{*self->state.db}.list(environment);
+      if (!all)
+        return all.error();
+      return std::move(*all);
+    },
+    [self](secret_delete_atom, const std::string& environment,
+           const std::string& name) -> caf::result<std::string> {
+      storage::write_batch batch;
+      if (auto err = secret_store{*self->state.db}.remove(environment, name, batch))
+        return err;
+      auto rp = self->make_response_promise<std::string>();
+      self->request(self->state.writer, write_deadline, storage::write_atom::value, std::move(batch))
+        .then(
+          [self, rp, name, environment]() mutable {
+            ++self->state.secrets_deleted;
+            log::info("secret_deleted").kv("name", name).kv("environment", environment);
+            rp.deliver(name);
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
     [self](inspect_atom) -> actor_snapshot {
       auto s = snapshot_of(self, "gateway", "gateway", "running");
       s.counter("authentications", static_cast<int64_t>(self->state.authentications))
         .counter("rejections", static_cast<int64_t>(self->state.rejections))
         .counter("tokens_minted", static_cast<int64_t>(self->state.tokens_minted))
-        .counter("tokens_revoked", static_cast<int64_t>(self->state.tokens_revoked));
+        .counter("tokens_revoked", static_cast<int64_t>(self->state.tokens_revoked))
+        .counter("secrets_created", static_cast<int64_t>(self->state.secrets_created))
+        .counter("secrets_deleted", static_cast<int64_t>(self->state.secrets_deleted));
       return s;
     },
   };

@@ -12,6 +12,7 @@
 #include <caf/fwd.hpp>
 #include <caf/typed_actor.hpp>
 
+#include "actors/gateway/secret_store.hpp"
 #include "actors/gateway/token_registry.hpp"
 #include "runtime/inspect.hpp"
 #include "storage/writer.hpp"
@@ -22,16 +23,28 @@ using authenticate_atom = caf::atom_constant<caf::atom("auth")>;
 using mint_atom = caf::atom_constant<caf::atom("mint")>;
 using list_atom = caf::atom_constant<caf::atom("list")>;
 using revoke_atom = caf::atom_constant<caf::atom("revoke")>;
+using secret_create_atom = caf::atom_constant<caf::atom("seccreate")>;
+using secret_list_atom = caf::atom_constant<caf::atom("seclist")>;
+using secret_delete_atom = caf::atom_constant<caf::atom("secdelete")>;
 
 /// - `authenticate_atom, token` -> the token's info, or errc::unauthenticated.
 /// - `mint_atom, environment, label` -> a new token, once durable.
 /// - `list_atom` -> every token's info.
 /// - `revoke_atom, token_id` -> the revoked token's id, once durable; errc::not_found.
+/// - `secret_create_atom, environment, name, entries, force` -> the secret's info (no values),
+///   once durable; errc::already_exists unless force (secret_store.hpp).
+/// - `secret_list_atom, environment` -> the environment's secrets (names and keys only).
+/// - `secret_delete_atom, environment, name` -> the name, once durable; errc::not_found.
+/// Secret values are never logged, inspected or put in an error.
 using gateway_actor
   = caf::typed_actor<caf::replies_to<authenticate_atom, std::string>::with<token_info>,
                      caf::replies_to<mint_atom, std::string, std::string>::with<minted_token>,
                      caf::replies_to<list_atom>::with<std::vector<token_info>>,
                      caf::replies_to<revoke_atom, std::string>::with<std::string>,
+                     caf::replies_to<secret_create_atom, std::string, std::string, secret_entries,
+                                     bool>::with<secret_info>,
+                     caf::replies_to<secret_list_atom, std::string>::with<std::vector<secret_info>>,
+                     caf::replies_to<secret_delete_atom, std::string, std::string>::with<std::string>,
                      inspect_handler>;
 
 /// `db` must outlive the actor; writes go through `writer`.

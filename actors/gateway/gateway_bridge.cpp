@@ -94,6 +94,64 @@ std::pair<size_t, size_t> page_bounds(const std::vector<T>& items, Key key,
   return {first, last};
 }
 
+void fill(wire::SecretInfo::Builder out, const secret_info& s) {
+  out.setName(s.name);
+  out.setEnvironment(s.environment);
+  auto keys = out.initKeys(static_cast<unsigned>(s.keys.size()));
+  for (unsigned i = 0; i < s.keys.size(); ++i)
+    keys.set(i, s.keys[i]);
+  out.setCreatedAtMs(s.created_at_ms);
+}
+
+/// `Secrets` of one session: every call is scoped to the session's environment.
+class secrets_impl final : public wire::Secrets::Server {
+public:
+  secrets_impl(rpc_context& ctx, caf::actor_system& sys, gateway_actor gateway,
+               std::string environment)
+    : ctx_(ctx), sys_(sys), gateway_(std::move(gateway)), environment_(std::move(environment)) {}
+
+  kj::Promise<void> create(CreateContext ctx) override {
+    auto pass = ctx_.gate.enter();
+    auto params = ctx.getParams();
+    secret_entries entries;
+    for (auto kv : params.getEntries())
+      entries.emplace_back(kv.getKey(), kv.getValue());
+    return bridge::ask<secret_info>(sys_, gateway_, bridge::default_timeout,
+                                    secret_create_atom::value, environment_,
+                                    std::string{params.getName()}, std::move(entries),
+                                    params.getForce())
+      .then([ctx](secret_info info) mutable { fill(ctx.getResults().initSecret(), info); })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> list(ListContext ctx) override {
+    auto pass = ctx_.gate.enter();
+    return bridge::ask<std::vector<secret_info>>(sys_, gateway_, bridge::default_timeout,
+                                                 secret_list_atom::value, environment_)
+      .then([ctx](std::vector<secret_info> all) mutable {
+        auto out = ctx.getResults().initSecrets(static_cast<unsigned>(all.size()));
+        for (unsigned i = 0; i < all.size(); ++i)
+          fill(out[i], all[i]);
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> delete_(DeleteContext ctx) override {
+    auto pass = ctx_.gate.enter();
+    return bridge::ask<std::string>(sys_, gateway_, bridge::default_timeout,
+                                    secret_delete_atom::value, environment_,
+                                    std::string{ctx.getParams().getName()})
+      .ignoreResult()
+      .attach(kj::mv(pass));
+  }
+
+private:
+  rpc_context& ctx_;
+  caf::actor_system& sys_;
+  gateway_actor gateway_;
+  std::string environment_;
+};
+
 class session_impl final : public wire::Session::Server {
 public:
   session_impl(rpc_context& ctx, const bridge_targets& targets, session_registry& registry,
@@ -213,6 +271,13 @@ public:
     ctx.getResults().setQueues(
       queue_broker::make_queues(ctx_, *targets_.sys, targets_.queue_broker, scope_.environment)
         .castAs<wire::Queues>());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> secrets(SecretsContext ctx) override {
+    auto pass = admit();
+    ctx.getResults().setSecrets(
+      kj::heap<secrets_impl>(ctx_, *targets_.sys, targets_.gateway, scope_.environment));
     return kj::READY_NOW;
   }
 

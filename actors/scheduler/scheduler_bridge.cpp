@@ -181,6 +181,9 @@ public:
 
   bool broken() const noexcept { return broken_; }
 
+  /// Resolves once every batch sent so far has been delivered.
+  kj::Promise<void> drained() { return tasks_.onEmpty(); }
+
 private:
   void taskFailed(kj::Exception&&) override { broken_ = true; }
 
@@ -484,11 +487,26 @@ public:
     auto pass = env_->ctx.gate.enter();
     std::string name = ctx.getParams().getName();
     bool follow = ctx.getParams().getFollow();
+    // Relays whose receiver went away are forgotten here (the scheduler drops their sinks on its
+    // next tick, see log_sink::alive).
+    for (auto i = env_->logs.begin(); i != env_->logs.end();)
+      i = i->second->broken() ? env_->logs.erase(i) : std::next(i);
     auto relay = std::make_shared<log_relay>(ctx.getParams().getReceiver());
-    env_->logs[env_->next_relay++] = relay;
+    auto relay_id = env_->next_relay++;
+    env_->logs[relay_id] = relay;
     auto alive = std::make_shared<std::atomic<bool>>(true);
     log_sink_ptr sink = std::make_shared<kj_log_sink>(env_->ctx.mailbox, relay, alive);
+    auto env = env_;
     return env_->ask<void>(logs_atom::value, env_->environment, name, sink, follow)
+      .then([env, relay_id, follow, alive] {
+        if (follow)
+          return;
+        // A one-shot read: the backlog was posted before the reply; drop the relay once sent.
+        *alive = false;
+        auto r = env->logs.find(relay_id);
+        if (r != env->logs.end())
+          env->cleanup.add(r->second->drained().then([env, relay_id] { env->logs.erase(relay_id); }));
+      })
       .attach(kj::mv(pass));
   }
 

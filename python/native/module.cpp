@@ -13,6 +13,7 @@ using shoal::client::cluster_info;
 using shoal::client::connection;
 using shoal::client::rpc_error;
 using shoal::client::token_info;
+using shoal::client::secret_summary;
 
 namespace {
 
@@ -145,9 +146,16 @@ sc::function_spec spec_from(const py::dict& d) {
   f.cpu_millis = get_or<uint32_t>(d, "cpu_millis", 0);
   f.memory_mb = get_or<uint32_t>(d, "memory_mb", 0);
   f.image = get_or<std::string>(d, "image", "");
-  if (d.contains("env") && !d["env"].is_none())
-    for (auto item : d["env"].cast<py::dict>())
-      f.env.emplace_back(item.first.cast<std::string>(), item.second.cast<std::string>());
+  if (d.contains("env") && !d["env"].is_none()) {
+    // A dict, or an ordered list of (key, value) pairs (repeatable "@secret" entries).
+    py::object env = d["env"];
+    if (py::isinstance<py::dict>(env))
+      for (auto item : env.cast<py::dict>())
+        f.env.emplace_back(item.first.cast<std::string>(), item.second.cast<std::string>());
+    else
+      for (auto item : env)
+        f.env.push_back(item.cast<std::pair<std::string, std::string>>());
+  }
   return f;
 }
 
@@ -332,6 +340,43 @@ public:
   void revoke_token(const std::string& token_id) {
     py::gil_scoped_release release;
     live().revoke_token(token_id);
+  }
+
+  py::dict create_secret(const std::string& name,
+                         const std::vector<std::pair<std::string, std::string>>& entries,
+                         bool force) {
+    secret_summary info;
+    {
+      py::gil_scoped_release release;
+      info = live().create_secret(name, entries, force);
+    }
+    return secret_dict(info);
+  }
+
+  py::list list_secrets() {
+    std::vector<secret_summary> all;
+    {
+      py::gil_scoped_release release;
+      all = live().list_secrets();
+    }
+    py::list out;
+    for (const auto& x : all)
+      out.append(secret_dict(x));
+    return out;
+  }
+
+  void delete_secret(const std::string& name) {
+    py::gil_scoped_release release;
+    live().delete_secret(name);
+  }
+
+  static py::dict secret_dict(const secret_summary& x) {
+    py::dict d;
+    d["name"] = x.name;
+    d["environment"] = x.environment;
+    d["keys"] = x.keys;
+    d["created_at_ms"] = x.created_at_ms;
+    return d;
   }
 
   void close() {
@@ -695,6 +740,10 @@ class RpcError(Exception):
     .def("create_token", &client::create_token, py::arg("environment"), py::arg("label"))
     .def("list_tokens", &client::list_tokens)
     .def("revoke_token", &client::revoke_token, py::arg("token_id"))
+    .def("create_secret", &client::create_secret, py::arg("name"), py::arg("entries"),
+         py::arg("force"))
+    .def("list_secrets", &client::list_secrets)
+    .def("delete_secret", &client::delete_secret, py::arg("name"))
     .def("close", &client::close)
     .def("missing_blobs", &client::missing_blobs, py::arg("hashes"))
     .def("put_blobs", &client::put_blobs, py::arg("blobs"))

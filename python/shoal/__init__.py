@@ -19,6 +19,7 @@ from ._options import Retries  # noqa: E402
 from ._partial import concurrent, enter, exit, method, parameter  # noqa: E402,A004
 from .dict import Dict  # noqa: E402 - queues and dicts connect on first use
 from .queue import Queue  # noqa: E402
+from .secret import Secret  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -31,6 +32,7 @@ __all__ = [
     "Obj",
     "Queue",
     "Retries",
+    "Secret",
     "Stub",
     "concurrent",
     "enter",

@@ -234,6 +234,17 @@ class Connection:
             raise
 
 
+    # --- secrets (Session.secrets, schema/gateway.capnp): values go in, never out ---------------
+
+    def create_secret(self, name: str, entries: dict, force: bool = False) -> dict:
+        return self._call("creating a secret", lambda c: c.create_secret(name, list(entries.items()), force))
+
+    def list_secrets(self) -> list[dict]:
+        return self._call("listing secrets", lambda c: c.list_secrets())
+
+    def delete_secret(self, name: str) -> None:
+        self._call("deleting a secret", lambda c: c.delete_secret(name))
+
     # --- functions (schema/functions.capnp) ------------------------------------------------------
 
     def missing_blobs(self, hashes: list[str]) -> list[str]:

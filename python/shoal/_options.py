@@ -149,10 +149,12 @@ class Options:
     ) -> Dict[str, Any]:
         """The ``FunctionSpec`` dict for ``create_app``."""
         retries = self.retries
+        # Insertion order is application order (the supervisor applies entries in order, later
+        # wins), so a key set again moves to the end; "@secret:NAME" entries are named secrets.
         env: Dict[str, str] = {}
-        for secret in self.secrets:
-            env.update(_secret_env(secret) or {})
-        env.update(dict(self.env))
+        for k, v in [kv for s in self.secrets for kv in (_secret_env(s) or {}).items()] + list(self.env):
+            env.pop(k, None)
+            env[k] = v
         spec: Dict[str, Any] = {
             "name": name,
             "is_class": bool(is_class),
@@ -299,7 +301,8 @@ def build(caller: str, base: Optional[Options] = None, *, stacklevel: int = 3, *
         elif name == "secrets":
             if not isinstance(value, (list, tuple)):
                 raise InvalidError(f"{_where(caller, name, value)}: must be a list of secrets")
-            changes[name] = tuple(value)
+            # App secrets first, then the function's (later wins for a variable both set).
+            changes[name] = tuple(base.secrets) + tuple(value)
         elif name in ("volumes", "network_file_systems"):
             changes[name] = _mapping(caller, name, value)
         elif name == "cpu":

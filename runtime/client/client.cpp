@@ -67,6 +67,16 @@ token_info convert(wire::TokenInfo::Reader r) {
   return out;
 }
 
+secret_summary convert(wire::SecretInfo::Reader r) {
+  secret_summary out;
+  out.name = r.getName();
+  out.environment = r.getEnvironment();
+  for (auto k : r.getKeys())
+    out.keys.emplace_back(k);
+  out.created_at_ms = r.getCreatedAtMs();
+  return out;
+}
+
 } // namespace
 
 std::pair<std::string, std::string> parse_error(const std::string& description,
@@ -487,6 +497,46 @@ void connection::revoke_token(const std::string& token_id) {
   impl_->run([this, &token_id](kj_side& s) {
     auto req = impl_->session(s).revokeTokenRequest();
     req.setTokenId(token_id);
+    return req.send().ignoreResult();
+  });
+}
+
+// -- secrets --------------------------------------------------------------------------------------
+
+secret_summary connection::create_secret(
+  const std::string& name, const std::vector<std::pair<std::string, std::string>>& entries,
+  bool force) {
+  return impl_->run([this, &name, &entries, force](kj_side& s) {
+    auto req = impl_->session(s).secretsRequest().send().getSecrets().createRequest();
+    req.setName(name);
+    req.setForce(force);
+    auto list = req.initEntries(static_cast<unsigned>(entries.size()));
+    for (unsigned i = 0; i < entries.size(); ++i) {
+      list[i].setKey(entries[i].first);
+      list[i].setValue(entries[i].second);
+    }
+    return req.send().then([](capnp::Response<wire::Secrets::CreateResults> r) {
+      return convert(r.getSecret());
+    });
+  });
+}
+
+std::vector<secret_summary> connection::list_secrets() {
+  return impl_->run([this](kj_side& s) {
+    auto req = impl_->session(s).secretsRequest().send().getSecrets().listRequest();
+    return req.send().then([](capnp::Response<wire::Secrets::ListResults> r) {
+      std::vector<secret_summary> out;
+      for (auto x : r.getSecrets())
+        out.push_back(convert(x));
+      return out;
+    });
+  });
+}
+
+void connection::delete_secret(const std::string& name) {
+  impl_->run([this, &name](kj_side& s) {
+    auto req = impl_->session(s).secretsRequest().send().getSecrets().deleteRequest();
+    req.setName(name);
     return req.send().ignoreResult();
   });
 }

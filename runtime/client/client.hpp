@@ -66,6 +66,14 @@ struct token_info {
   int64_t created_at_ms = 0;
 };
 
+/// A named secret as the server lists it: never its values.
+struct secret_summary {
+  std::string name;
+  std::string environment;
+  std::vector<std::string> keys;
+  int64_t created_at_ms = 0;
+};
+
 /// One result of one input of a call. `status`: success, failure, timeout, cancelled,
 /// internal_error, generator_item, generator_done.
 struct output {
@@ -264,6 +272,13 @@ public:
                                                   const std::string& label);
   std::vector<token_info> list_tokens();
   void revoke_token(const std::string& token_id);
+
+  // -- secrets (Session.secrets, schema/gateway.capnp) ------------------------------------------
+  secret_summary create_secret(const std::string& name,
+                               const std::vector<std::pair<std::string, std::string>>& entries,
+                               bool force);
+  std::vector<secret_summary> list_secrets();
+  void delete_secret(const std::string& name);
 
   // -- functions (schema/functions.capnp) -------------------------------------------------------
   std::vector<std::string> missing_blobs(const std::vector<std::string>& sha256);

@@ -188,7 +188,8 @@ def test_app_defaults_apply_to_its_functions_and_can_be_overridden():
         pass
 
     assert spec_of(f)["image"] == "img-1" and spec_of(f)["env"] == {"TOKEN": "x"}
-    assert spec_of(g)["image"] == "img-2" and spec_of(g)["env"] == {"OTHER": "y"}
+    # secrets merge: the app's first, then the function's (later wins)
+    assert spec_of(g)["image"] == "img-2" and spec_of(g)["env"] == {"TOKEN": "x", "OTHER": "y"}
 
 
 def test_generator_functions_are_marked_in_the_spec():

@@ -94,7 +94,7 @@ def note(message: str) -> None:
 
 def build_parser() -> Parser:
     from . import actor, app_cmd, cluster, config_cmd, container, run, token  # noqa: PLC0415
-    from . import dict_cmd, queue_cmd  # noqa: PLC0415
+    from . import dict_cmd, queue_cmd, secret_cmd  # noqa: PLC0415
 
     parser = Parser(prog="shoal", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"shoal {__version__}")
@@ -109,6 +109,7 @@ def build_parser() -> Parser:
     config_cmd.register(subparsers)
     queue_cmd.register(subparsers)
     dict_cmd.register(subparsers)
+    secret_cmd.register(subparsers)
     return parser
 
 
