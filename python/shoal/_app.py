@@ -551,8 +551,10 @@ def print_log_lines(lines: List[Dict[str, Any]]) -> None:
         text = str(line.get("text", "")).rstrip("\n")
         prefix = f"[{line.get('container_id') or 'shoal'}]"
         stream = sys.stdout if int(line.get("stream") or 1) == 1 else sys.stderr
-        for part in text.split("\n") if text else [""]:
-            print(f"{prefix} {part}", file=stream, flush=True)
+        # One write per line, newline included: print() writes text and end separately, and this
+        # runs on the log thread while the user's code prints on the main thread.
+        stream.write("".join(f"{prefix} {part}\n" for part in (text.split("\n") if text else [""])))
+        stream.flush()
 
 
 class Stub(App):
