@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <sys/mount.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include "actors/admin/admin_actor.hpp"
 #include "actors/gateway/gateway_actor.hpp"
 #include "actors/gateway/gateway_bridge.hpp"
+#include "actors/gateway/environment_registry.hpp"
 #include "actors/gateway/token_registry.hpp"
 #include "actors/node_agent/node_agent.hpp"
 #include "actors/queue_broker/queue_broker_actor.hpp"
@@ -61,6 +63,40 @@ caf::expected<std::string> load_or_create_node_id(storage::store& db) {
   return id;
 }
 
+/// Environments and admin tokens on a state dir made before they existed: "main" and every
+/// token's environment are registered, and the token in admin.token (the bootstrap token, which
+/// version-1 records did not flag) is rewritten as an admin token. The file, not a label, decides:
+/// a user could label any token "bootstrap admin".
+caf::error migrate_environments(storage::store& db, const state_dir& dir) {
+  gateway::token_registry tokens{db};
+  gateway::environment_registry environments{db};
+  storage::write_batch batch;
+  if (auto err = environments.ensure(gateway::main_environment, now_ms(), batch))
+    return err;
+  auto all = tokens.list();
+  if (!all)
+    return all.error();
+  for (const auto& t : *all)
+    if (t.environment != gateway::main_environment)
+      if (auto err = environments.ensure(t.environment, t.created_at_ms, batch))
+        return err;
+  std::ifstream in{dir.file("admin.token")};
+  std::string secret;
+  if (in && std::getline(in, secret)) {
+    while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' '))
+      secret.pop_back();
+    auto info = tokens.verify(secret);
+    if (info && !info->admin) {
+      if (auto err = tokens.mark_admin(info->token_id, batch))
+        return err;
+      log::info("bootstrap_token_marked_admin").kv("token_id", info->token_id);
+    }
+  }
+  if (batch.empty())
+    return {};
+  return db.write(batch, true);
+}
+
 /// On a fresh state dir: mint the admin token. The file is written before the record, so a crash
 /// in between leaves no token on disk and the next start simply mints again.
 caf::error ensure_bootstrap_token(storage::store& db, const state_dir& dir) {
@@ -69,11 +105,15 @@ caf::error ensure_bootstrap_token(storage::store& db, const state_dir& dir) {
   if (!empty)
     return empty.error();
   if (!*empty)
-    return {};
+    return migrate_environments(db, dir);
   storage::write_batch batch;
-  auto minted = tokens.mint(bootstrap_environment, "bootstrap admin", now_ms(), batch);
+  auto minted = tokens.mint(bootstrap_environment, "bootstrap admin", now_ms(), batch,
+                            /*admin=*/true);
   if (!minted)
     return minted.error();
+  if (auto err = gateway::environment_registry{db}.ensure(gateway::main_environment, now_ms(),
+                                                            batch))
+    return err;
   if (auto err = dir.write_file("admin.token", minted->secret + "\n", 0600))
     return err;
   if (auto err = db.write(batch, true))

@@ -12,7 +12,11 @@ using Queues = import "queues.capnp".Queues;
 interface Gateway {
   # Bootstrap capability of every shoald. Fails with [unauthenticated] for an empty, malformed,
   # unknown or revoked token.
-  authenticate @0 (token :Text, clientVersion :Text) -> (session :Session, info :ClusterInfo);
+  authenticate @0 (token :Text, clientVersion :Text, environment :Text)
+      -> (session :Session, info :ClusterInfo);
+  # `environment` selects the session's environment: empty means the token's own (for an admin
+  # token, "main"). A scoped token asking for another environment fails with [permission_denied];
+  # an environment that does not exist fails with [not_found].
 }
 
 struct ClusterInfo {
@@ -43,6 +47,12 @@ struct TokenInfo {
   environment @1 :Text;
   label @2 :Text;
   createdAtMs @3 :Int64;
+  admin @4 :Bool;                # may open a session in any environment (the bootstrap token)
+}
+
+struct EnvironmentInfo {
+  name @0 :Text;
+  createdAtMs @1 :Int64;         # Unix epoch, milliseconds
 }
 
 interface Session {
@@ -70,6 +80,15 @@ interface Session {
 
   secrets @8 () -> (secrets :Secrets);
   # Named secrets in this session's environment (create, list names and keys, delete).
+
+  createEnvironment @9 (name :Text) -> (environment :EnvironmentInfo);
+  # Admin sessions only ([permission_denied] otherwise). [already_exists], [invalid_argument].
+  listEnvironments @10 () -> (environments :List(EnvironmentInfo));
+  # Every environment for an admin session; a scoped session sees only its own.
+  deleteEnvironment @11 (name :Text) -> ();
+  # Admin sessions only. [invalid_argument] for "main" and for an environment that still holds
+  # secrets or tokens; [not_found] for an unknown name. Apps, queues and dicts are not checked:
+  # they stay in storage, unreachable until an environment of that name is created again.
 }
 
 struct SecretInfo {

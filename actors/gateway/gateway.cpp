@@ -38,16 +38,33 @@ gateway_actor::behavior_type gateway_impl(self_ptr self, const storage::store* d
   self->state.db = db;
   self->state.writer = std::move(writer);
   return {
-    [self](authenticate_atom, const std::string& token) -> caf::result<token_info> {
+    [self](authenticate_atom, const std::string& token,
+           const std::string& requested) -> caf::result<token_info> {
       token_registry tokens{*self->state.db};
-      auto info = tokens.verify(token);
-      if (!info) {
+      auto reject = [&](caf::error err) {
         ++self->state.rejections;
         log::warn("auth_rejected")
           .kv("token_id", token_registry::id_of(token))
-          .kv("reason", message_of(info.error()));
-        return info.error();
-      }
+          .kv("reason", message_of(err));
+        return err;
+      };
+      auto info = tokens.verify(token);
+      if (!info)
+        return reject(info.error());
+      std::string environment = requested;
+      if (environment.empty())
+        environment = info->admin ? std::string{main_environment} : info->environment;
+      if (!info->admin && environment != info->environment)
+        return reject(make_error(errc::permission_denied,
+                                 "token " + info->token_id + " is scoped to environment '"
+                                   + info->environment + "'; it cannot open '" + environment
+                                   + "'"));
+      auto found = environment_registry{*self->state.db}.exists(environment);
+      if (!found)
+        return reject(found.error());
+      if (!*found)
+        return reject(make_error(errc::not_found, environment_registry::missing(environment)));
+      info->environment = environment;
       ++self->state.authentications;
       log::info("auth_accepted").kv("token_id", info->token_id).kv("environment", info->environment);
       return std::move(*info);
@@ -55,6 +72,13 @@ gateway_actor::behavior_type gateway_impl(self_ptr self, const storage::store* d
     [self](mint_atom, const std::string& environment,
            const std::string& label) -> caf::result<minted_token> {
       token_registry tokens{*self->state.db};
+      if (token_registry::valid_environment(environment)) {
+        auto found = environment_registry{*self->state.db}.exists(environment);
+        if (!found)
+          return found.error();
+        if (!*found)
+          return make_error(errc::not_found, environment_registry::missing(environment));
+      }
       storage::write_batch batch;
       auto minted = tokens.mint(environment, label, now_ms(), batch);
       if (!minted)
@@ -134,6 +158,41 @@ gateway_actor::behavior_type gateway_impl(self_ptr self, const storage::store* d
           [self, rp, name, environment]() mutable {
             ++self->state.secrets_deleted;
             log::info("secret_deleted").kv("name", name).kv("environment", environment);
+            rp.deliver(name);
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
+    [self](env_create_atom, const std::string& name) -> caf::result<environment_info> {
+      storage::write_batch batch;
+      auto info = environment_registry{*self->state.db}.create(name, now_ms(), batch);
+      if (!info)
+        return info.error();
+      auto rp = self->make_response_promise<environment_info>();
+      self->request(self->state.writer, write_deadline, storage::write_atom::value, std::move(batch))
+        .then(
+          [rp, info = std::move(*info)]() mutable {
+            log::info("environment_created").kv("name", info.name);
+            rp.deliver(std::move(info));
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
+    [self](env_list_atom) -> caf::result<std::vector<environment_info>> {
+      auto all = environment_registry{*self->state.db}.list();
+      if (!all)
+        return all.error();
+      return std::move(*all);
+    },
+    [self](env_delete_atom, const std::string& name) -> caf::result<std::string> {
+      storage::write_batch batch;
+      if (auto err = environment_registry{*self->state.db}.remove(name, batch))
+        return err;
+      auto rp = self->make_response_promise<std::string>();
+      self->request(self->state.writer, write_deadline, storage::write_atom::value, std::move(batch))
+        .then(
+          [rp, name]() mutable {
+            log::info("environment_deleted").kv("name", name);
             rp.deliver(name);
           },
           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });

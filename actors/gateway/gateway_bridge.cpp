@@ -62,6 +62,12 @@ void fill(wire::TokenInfo::Builder out, const token_info& t) {
   out.setEnvironment(t.environment);
   out.setLabel(t.label);
   out.setCreatedAtMs(t.created_at_ms);
+  out.setAdmin(t.admin);
+}
+
+void fill(wire::EnvironmentInfo::Builder out, const environment_info& e) {
+  out.setName(e.name);
+  out.setCreatedAtMs(e.created_at_ms);
 }
 
 void fill(wire::ClusterInfo::Builder out, const node_facts& f, const std::string& environment,
@@ -201,7 +207,7 @@ public:
     std::string environment = ctx.getParams().getEnvironment();
     if (environment.empty())
       environment = scope_.environment;
-    if (environment != scope_.environment)
+    if (!scope_.admin && environment != scope_.environment)
       throw_error(errc::permission_denied,
                   "this session is scoped to environment '" + scope_.environment
                     + "' and cannot create tokens for '" + environment + "'");
@@ -218,10 +224,11 @@ public:
   kj::Promise<void> listTokens(ListTokensContext ctx) override {
     auto pass = admit();
     return ask<std::vector<token_info>>(targets_.gateway, list_atom::value)
-      .then([ctx, env = scope_.environment](std::vector<token_info> all) mutable {
+      .then([ctx, env = scope_.environment, admin = scope_.admin](
+              std::vector<token_info> all) mutable {
         std::vector<token_info> tokens;
         for (auto& t : all)
-          if (t.environment == env)
+          if (admin || t.environment == env)
             tokens.push_back(std::move(t));
         auto [first, last] = page_bounds(
           tokens, [](const token_info& t) { return t.token_id; }, ctx.getParams().getPage());
@@ -241,9 +248,15 @@ public:
     return ask<std::vector<token_info>>(targets_.gateway, list_atom::value)
       .then([this, token_id](std::vector<token_info> all) {
         for (const auto& t : all)
-          if (t.token_id == token_id && t.environment != scope_.environment)
-            throw_error(errc::permission_denied,
-                        "token " + token_id + " belongs to another environment");
+          if (t.token_id == token_id && !scope_.admin) {
+            if (t.environment != scope_.environment)
+              throw_error(errc::permission_denied,
+                          "token " + token_id + " belongs to another environment");
+            if (t.admin)
+              throw_error(errc::permission_denied,
+                          "token " + token_id + " is an admin token; only an admin session "
+                                                "can revoke it");
+          }
         return ask<std::string>(targets_.gateway, revoke_atom::value, token_id);
       })
       .then([this](std::string revoked) {
@@ -281,9 +294,50 @@ public:
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> createEnvironment(CreateEnvironmentContext ctx) override {
+    auto pass = admit();
+    require_admin("create environments");
+    return ask<environment_info>(targets_.gateway, env_create_atom::value,
+                                 std::string{ctx.getParams().getName()})
+      .then([ctx](environment_info e) mutable { fill(ctx.getResults().initEnvironment(), e); })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> listEnvironments(ListEnvironmentsContext ctx) override {
+    auto pass = admit();
+    return ask<std::vector<environment_info>>(targets_.gateway, env_list_atom::value)
+      .then([ctx, env = scope_.environment, admin = scope_.admin](
+              std::vector<environment_info> all) mutable {
+        std::vector<environment_info> shown;
+        for (auto& e : all)
+          if (admin || e.name == env)
+            shown.push_back(std::move(e));
+        auto out = ctx.getResults().initEnvironments(static_cast<unsigned>(shown.size()));
+        for (unsigned i = 0; i < shown.size(); ++i)
+          fill(out[i], shown[i]);
+      })
+      .attach(kj::mv(pass));
+  }
+
+  kj::Promise<void> deleteEnvironment(DeleteEnvironmentContext ctx) override {
+    auto pass = admit();
+    require_admin("delete environments");
+    return ask<std::string>(targets_.gateway, env_delete_atom::value,
+                            std::string{ctx.getParams().getName()})
+      .ignoreResult()
+      .attach(kj::mv(pass));
+  }
+
 private:
   [[noreturn]] static void throw_error(errc code, const std::string& message) {
     kj::throwFatalException(bridge::to_kj_exception(code, message));
+  }
+
+  void require_admin(const std::string& what) {
+    if (!scope_.admin)
+      throw_error(errc::permission_denied,
+                  "token " + scope_.token_id + " is scoped to environment '" + scope_.environment
+                    + "' and cannot " + what + "; use an admin token (admin.token)");
   }
 
   /// Every method starts here: refuse when revoked or shutting down, else hold a gate pass.
@@ -316,8 +370,9 @@ public:
   kj::Promise<void> authenticate(AuthenticateContext ctx) override {
     auto pass = ctx_.gate.enter();
     std::string token = ctx.getParams().getToken();
+    std::string environment = ctx.getParams().getEnvironment();
     return bridge::ask<token_info>(*targets_.sys, targets_.gateway, bridge::default_timeout,
-                                   authenticate_atom::value, token)
+                                   authenticate_atom::value, token, environment)
       .then([this, ctx](token_info scope) mutable {
         auto results = ctx.getResults();
         fill(results.initInfo(), targets_.facts, scope.environment, 0);

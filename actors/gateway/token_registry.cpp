@@ -13,7 +13,7 @@ namespace {
 
 constexpr size_t id_hex_chars = 16;
 constexpr size_t secret_hex_chars = 48;
-constexpr uint64_t record_version = 1;
+constexpr uint64_t record_version = 2;
 
 std::string to_hex(const unsigned char* data, size_t size) {
   static const char digits[] = "0123456789abcdef";
@@ -47,15 +47,6 @@ bool is_hex(std::string_view s) {
   return true;
 }
 
-bool valid_environment(const std::string& env) {
-  if (env.empty() || env.size() > 64)
-    return false;
-  for (char c : env)
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-      return false;
-  return true;
-}
-
 struct stored_token {
   std::string secret_hash;
   token_info info;
@@ -65,9 +56,13 @@ bool decode(std::string_view token_id, std::string_view value, stored_token& out
   storage::key::reader r{value};
   uint64_t version = 0;
   uint64_t created = 0;
-  if (!r.u64(version) || version != record_version || !r.str(out.secret_hash)
+  if (!r.u64(version) || (version != 1 && version != record_version) || !r.str(out.secret_hash)
       || !r.str(out.info.environment) || !r.str(out.info.label) || !r.u64(created))
     return false;
+  uint64_t admin = 0;
+  if (version == record_version && !r.u64(admin))
+    return false;
+  out.info.admin = admin != 0; // version 1 records predate the flag: never admin
   out.info.token_id = std::string{token_id};
   out.info.created_at_ms = static_cast<int64_t>(created);
   return true;
@@ -77,7 +72,47 @@ caf::error unauthenticated(std::string_view why) {
   return make_error(errc::unauthenticated, std::string{why});
 }
 
+std::string encode(const stored_token& t) {
+  storage::key value;
+  value.u64(record_version)
+    .str(t.secret_hash)
+    .str(t.info.environment)
+    .str(t.info.label)
+    .u64(static_cast<uint64_t>(t.info.created_at_ms))
+    .u64(t.info.admin ? 1 : 0);
+  return value.bytes();
+}
+
 } // namespace
+
+bool token_registry::valid_environment(const std::string& env) {
+  if (env.empty() || env.size() > 64)
+    return false;
+  for (char c : env)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+      return false;
+  return true;
+}
+
+caf::error token_registry::mark_admin(const std::string& token_id,
+                                      storage::write_batch& batch) const {
+  auto k = storage::key{}.str(token_id).bytes();
+  auto value = db_.get(storage::table::tokens, k);
+  if (!value)
+    return value.error();
+  if (!*value)
+    return make_error(errc::not_found, "no token with id '" + token_id + "'");
+  stored_token stored;
+  if (!decode(token_id, **value, stored))
+    return make_error(errc::storage_failure,
+                      "the tokens table holds a record for " + token_id
+                        + " this shoald cannot read");
+  if (stored.info.admin)
+    return {};
+  stored.info.admin = true;
+  batch.put(storage::table::tokens, k, encode(stored));
+  return {};
+}
 
 std::string token_registry::id_of(std::string_view token) {
   auto dot = token.find('.');
@@ -88,7 +123,7 @@ std::string token_registry::id_of(std::string_view token) {
 
 caf::expected<minted_token> token_registry::mint(const std::string& environment,
                                                  const std::string& label, int64_t now_ms,
-                                                 storage::write_batch& batch) const {
+                                                 storage::write_batch& batch, bool admin) const {
   if (!valid_environment(environment))
     return make_error(errc::invalid_argument,
                       "environment name '" + environment
@@ -98,12 +133,11 @@ caf::expected<minted_token> token_registry::mint(const std::string& environment,
   out.info.environment = environment;
   out.info.label = label;
   out.info.created_at_ms = now_ms;
+  out.info.admin = admin;
   auto secret = random_hex(secret_hex_chars);
   out.secret = out.info.token_id + "." + secret;
-  storage::key value;
-  value.u64(record_version).str(sha256_hex(secret)).str(environment).str(label).u64(
-    static_cast<uint64_t>(now_ms));
-  batch.put(storage::table::tokens, storage::key{}.str(out.info.token_id).bytes(), value.bytes());
+  stored_token stored{sha256_hex(secret), out.info};
+  batch.put(storage::table::tokens, storage::key{}.str(out.info.token_id).bytes(), encode(stored));
   return out;
 }
 

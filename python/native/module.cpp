@@ -55,6 +55,7 @@ py::dict to_dict(const token_info& t) {
   d["environment"] = t.environment;
   d["label"] = t.label;
   d["created_at_ms"] = t.created_at_ms;
+  d["admin"] = t.admin;
   return d;
 }
 
@@ -279,9 +280,11 @@ private:
 /// The Python-facing client: a connection that can be closed explicitly or by the GC.
 class client {
 public:
-  client(const std::string& address, const std::string& token, const std::string& version) {
+  client(const std::string& address, const std::string& token, const std::string& version,
+         const std::string& environment) {
     shoal::client::connect_options opts;
     opts.client_version = version;
+    opts.environment = environment;
     py::gil_scoped_release release;
     conn_ = connection::open(address, token, opts);
   }
@@ -340,6 +343,39 @@ public:
   void revoke_token(const std::string& token_id) {
     py::gil_scoped_release release;
     live().revoke_token(token_id);
+  }
+
+  py::dict create_environment(const std::string& name) {
+    sc::environment_summary e;
+    {
+      py::gil_scoped_release release;
+      e = live().create_environment(name);
+    }
+    return environment_dict(e);
+  }
+
+  py::list list_environments() {
+    std::vector<sc::environment_summary> all;
+    {
+      py::gil_scoped_release release;
+      all = live().list_environments();
+    }
+    py::list out;
+    for (const auto& e : all)
+      out.append(environment_dict(e));
+    return out;
+  }
+
+  void delete_environment(const std::string& name) {
+    py::gil_scoped_release release;
+    live().delete_environment(name);
+  }
+
+  static py::dict environment_dict(const sc::environment_summary& e) {
+    py::dict d;
+    d["name"] = e.name;
+    d["created_at_ms"] = e.created_at_ms;
+    return d;
   }
 
   py::dict create_secret(const std::string& name,
@@ -731,9 +767,15 @@ class RpcError(Exception):
 
   auto client_class = py::class_<client>(m, "Client");
   client_class
-    .def(py::init<const std::string&, const std::string&, const std::string&>(),
+    .def(py::init<const std::string&, const std::string&, const std::string&,
+                  const std::string&>(),
          py::arg("address"), py::arg("token"), py::arg("client_version") = "0.1.0",
-         "Connects to shoald at 'host:port' and authenticates.")
+         py::arg("environment") = "",
+         "Connects to shoald at 'host:port' and authenticates; `environment` selects the "
+         "session's environment (\"\" = the token's own, \"main\" for an admin token).")
+    .def("create_environment", &client::create_environment, py::arg("name"))
+    .def("list_environments", &client::list_environments)
+    .def("delete_environment", &client::delete_environment, py::arg("name"))
     .def("info", &client::info)
     .def("list_actors", &client::list_actors)
     .def("inspect_actor", &client::inspect_actor, py::arg("name"))

@@ -36,6 +36,8 @@ class Target:
     #: For the embedded cluster: its shoald pid and whether this command started it.
     local_pid: int | None = None
     started: bool = False
+    #: The environment to open; "" means the token's own ("main" for an admin token).
+    environment: str = ""
 
 
 def _native_module():
@@ -112,6 +114,8 @@ def resolve_target(
     from . import _embedded  # noqa: PLC0415
 
     settings = settings or config.resolve()
+    # Only an environment someone chose is sent: with none configured a scoped token opens its own.
+    environment = "" if settings.sources.get("environment") == "default" else settings.environment
     if settings.server is not None:
         if not settings.token:
             raise AuthError(
@@ -120,7 +124,13 @@ def resolve_target(
                 f"`shoal token set --server {settings.server} --token TOKEN` with a token from "
                 "`shoal token new`"
             )
-        return Target(settings.server, settings.token, embedded=False, source=settings.sources["server"])
+        return Target(
+            settings.server,
+            settings.token,
+            embedded=False,
+            source=settings.sources["server"],
+            environment=environment,
+        )
 
     if start:
         kwargs = {} if notify is None else {"notify": notify}
@@ -140,6 +150,7 @@ def resolve_target(
         source="local cluster",
         local_pid=cluster.pid,
         started=started,
+        environment=environment,
     )
 
 
@@ -218,6 +229,17 @@ class Connection:
             if name not in str(e):
                 raise NotFoundError(f"no actor named {name!r}: {e}") from e
             raise
+
+    def create_environment(self, name: str) -> dict:
+        return dict(
+            self._call(f"creating the environment {name!r}", lambda c: c.create_environment(name))
+        )
+
+    def list_environments(self) -> list[dict]:
+        return [dict(e) for e in self._call("listing environments", lambda c: c.list_environments())]
+
+    def delete_environment(self, name: str) -> None:
+        self._call(f"deleting the environment {name!r}", lambda c: c.delete_environment(name))
 
     def create_token(self, environment: str, label: str) -> tuple[str, dict]:
         return self._call("creating a token", lambda c: c.create_token(environment, label))
@@ -327,7 +349,7 @@ def connect_to(target: Target) -> Connection:
     """Opens and authenticates a connection to ``target``."""
     native = _native_module()
     try:
-        client = native.Client(target.address, target.token, __version__)
+        client = native.Client(target.address, target.token, __version__, target.environment)
     except native.RpcError as e:
         code = rpc_code(e)
         message = _one_line(rpc_message(e))

@@ -64,6 +64,14 @@ token_info convert(wire::TokenInfo::Reader r) {
   out.environment = r.getEnvironment();
   out.label = r.getLabel();
   out.created_at_ms = r.getCreatedAtMs();
+  out.admin = r.getAdmin();
+  return out;
+}
+
+environment_summary convert(wire::EnvironmentInfo::Reader r) {
+  environment_summary out;
+  out.name = r.getName();
+  out.created_at_ms = r.getCreatedAtMs();
   return out;
 }
 
@@ -370,6 +378,7 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
 
   auto timeout = opts.connect_timeout;
   auto version = opts.client_version;
+  auto environment = opts.environment;
   try {
     p->hello = p->run_raw([&](kj_side& s) {
       auto& timer = s.io.provider->getTimer();
@@ -377,13 +386,14 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
         = s.io.provider->getNetwork()
             .parseAddress(address)
             .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
-            .then([&s, token, version](kj::Own<kj::AsyncIoStream> stream) {
+            .then([&s, token, version, environment](kj::Own<kj::AsyncIoStream> stream) {
               s.stream = kj::mv(stream);
               s.rpc = kj::heap<capnp::TwoPartyClient>(*s.stream);
               auto gateway = s.rpc->bootstrap().castAs<wire::Gateway>();
               auto req = gateway.authenticateRequest();
               req.setToken(token);
               req.setClientVersion(version);
+              req.setEnvironment(environment);
               return req.send().then([&s](capnp::Response<wire::Gateway::AuthenticateResults> r) {
                 s.session = r.getSession();
                 return convert(r.getInfo());
@@ -497,6 +507,38 @@ void connection::revoke_token(const std::string& token_id) {
   impl_->run([this, &token_id](kj_side& s) {
     auto req = impl_->session(s).revokeTokenRequest();
     req.setTokenId(token_id);
+    return req.send().ignoreResult();
+  });
+}
+
+// -- environments ---------------------------------------------------------------------------------
+
+environment_summary connection::create_environment(const std::string& name) {
+  return impl_->run([this, &name](kj_side& s) {
+    auto req = impl_->session(s).createEnvironmentRequest();
+    req.setName(name);
+    return req.send().then([](capnp::Response<wire::Session::CreateEnvironmentResults> r) {
+      return convert(r.getEnvironment());
+    });
+  });
+}
+
+std::vector<environment_summary> connection::list_environments() {
+  return impl_->run([this](kj_side& s) {
+    return impl_->session(s).listEnvironmentsRequest().send().then(
+      [](capnp::Response<wire::Session::ListEnvironmentsResults> r) {
+        std::vector<environment_summary> out;
+        for (auto e : r.getEnvironments())
+          out.push_back(convert(e));
+        return out;
+      });
+  });
+}
+
+void connection::delete_environment(const std::string& name) {
+  impl_->run([this, &name](kj_side& s) {
+    auto req = impl_->session(s).deleteEnvironmentRequest();
+    req.setName(name);
     return req.send().ignoreResult();
   });
 }

@@ -64,6 +64,7 @@ struct token_info {
   std::string environment;
   std::string label;
   int64_t created_at_ms = 0;
+  bool admin = false;
 };
 
 /// A named secret as the server lists it: never its values.
@@ -250,6 +251,14 @@ private:
 struct connect_options {
   std::chrono::milliseconds connect_timeout{10000};
   std::string client_version = "0.1.0";
+  /// The environment to open: "" means the token's own (for an admin token, "main").
+  std::string environment;
+};
+
+/// An environment as the server lists it.
+struct environment_summary {
+  std::string name;
+  int64_t created_at_ms = 0;
 };
 
 class connection {
@@ -272,6 +281,11 @@ public:
                                                   const std::string& label);
   std::vector<token_info> list_tokens();
   void revoke_token(const std::string& token_id);
+
+  // -- environments (Session.createEnvironment..., schema/gateway.capnp) -------------------------
+  environment_summary create_environment(const std::string& name);
+  std::vector<environment_summary> list_environments();
+  void delete_environment(const std::string& name);
 
   // -- secrets (Session.secrets, schema/gateway.capnp) ------------------------------------------
   secret_summary create_secret(const std::string& name,

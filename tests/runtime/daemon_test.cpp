@@ -10,8 +10,11 @@
 #include "runtime/client/client.hpp"
 #include "runtime/daemon.hpp"
 #include "runtime/errc.hpp"
+#include "storage/key.hpp"
+#include "storage/store.hpp"
 #include "tests/support/temp_dir.hpp"
 
+using shoal::client::connect_options;
 using shoal::client::connection;
 using shoal::client::rpc_error;
 
@@ -113,12 +116,72 @@ TEST_CASE("a new token works until it is revoked, and revocation cuts its open s
   auto listed = admin->list_tokens();
   CHECK(listed.size() == 2);
 
-  CHECK(error_code_of([&] { admin->create_token("prod", "x"); }) == "permission_denied");
+  // The admin token mints for any existing environment; a scoped token only for its own.
+  CHECK(error_code_of([&] { admin->create_token("prod", "x"); }) == "not_found");
+  CHECK(error_code_of([&] { second->create_token("prod", "x"); }) == "permission_denied");
+  admin->create_environment("prod");
+  auto prod = admin->create_token("prod", "x").second;
+  CHECK(prod.environment == "prod");
+  CHECK_FALSE(prod.admin);
+  CHECK(error_code_of([&] { second->create_token("prod", "x"); }) == "permission_denied");
+  CHECK(error_code_of([&] { second->revoke_token(prod.token_id); }) == "permission_denied");
+  for (const auto& t : admin->list_tokens())
+    if (t.admin) // a scoped token of "main" cannot revoke the admin token
+      CHECK(error_code_of([&] { second->revoke_token(t.token_id); }) == "permission_denied");
+  admin->revoke_token(prod.token_id);
 
   admin->revoke_token(info.token_id);
   CHECK(error_code_of([&] { second->info(); }) == "unauthenticated");
   CHECK(error_code_of([&] { connection::open(addr, secret); }) == "unauthenticated");
   CHECK(error_code_of([&] { admin->revoke_token(info.token_id); }) == "not_found");
+}
+
+TEST_CASE("a state dir from before environments keeps working: admin.token becomes admin") {
+  shoal::test::temp_dir tmp;
+  std::string scoped;
+  {
+    auto d = shoal::daemon::start(config_for(tmp.path()));
+    REQUIRE(d);
+    auto admin = connection::open((*d)->facts().listen_address, read_line(tmp.sub("admin.token")));
+    admin->create_environment("dev");
+    scoped = admin->create_token("dev", "old").first;
+  }
+  { // Rewrite what a shoald before environments left: version 1 tokens, no environments table.
+    auto db = shoal::storage::store::open(tmp.sub("db"));
+    REQUIRE(db);
+    shoal::storage::write_batch batch;
+    REQUIRE_FALSE((*db)->scan(shoal::storage::table::tokens, {},
+                              [&](std::string_view k, std::string_view v) {
+                                shoal::storage::key::reader r{v};
+                                uint64_t version = 0, created = 0, admin = 0;
+                                std::string hash, env, label;
+                                REQUIRE((r.u64(version) && r.str(hash) && r.str(env)
+                                         && r.str(label) && r.u64(created) && r.u64(admin)));
+                                batch.put(shoal::storage::table::tokens, std::string{k},
+                                          shoal::storage::key{}.u64(1).str(hash).str(env).str(
+                                            label).u64(created).bytes());
+                                return true;
+                              }));
+    for (const char* env : {"main", "dev"})
+      batch.erase(shoal::storage::table::environments, shoal::storage::key{}.str(env).bytes());
+    REQUIRE_FALSE((*db)->write(batch, true));
+  }
+  auto d = shoal::daemon::start(config_for(tmp.path()));
+  REQUIRE(d);
+  auto addr = (*d)->facts().listen_address;
+  connect_options in_dev;
+  in_dev.environment = "dev";
+  auto admin = connection::open(addr, read_line(tmp.sub("admin.token")), in_dev);
+  CHECK(admin->info().environment == "dev");
+  std::set<std::string> names;
+  for (const auto& e : admin->list_environments())
+    names.insert(e.name);
+  CHECK(names == std::set<std::string>{"dev", "main"});
+  auto old = connection::open(addr, scoped);
+  CHECK(old->info().environment == "dev");
+  connect_options in_main;
+  in_main.environment = "main";
+  CHECK(error_code_of([&] { connection::open(addr, scoped, in_main); }) == "permission_denied");
 }
 
 TEST_CASE("a second daemon on the same state dir refuses to start") {

@@ -94,10 +94,14 @@ def note(message: str) -> None:
 
 def build_parser() -> Parser:
     from . import actor, app_cmd, cluster, config_cmd, container, run, token  # noqa: PLC0415
-    from . import dict_cmd, queue_cmd, secret_cmd  # noqa: PLC0415
+    from . import dict_cmd, environment_cmd, queue_cmd, secret_cmd  # noqa: PLC0415
 
     parser = Parser(prog="shoal", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"shoal {__version__}")
+    parser.add_argument(
+        "-e", "--env", metavar="NAME", default=None,
+        help="the environment to use (overrides SHOAL_ENVIRONMENT and the profile)",
+    )
     parser.set_defaults(handler=None, group_parser=parser)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     run.register(subparsers)
@@ -110,7 +114,22 @@ def build_parser() -> Parser:
     queue_cmd.register(subparsers)
     dict_cmd.register(subparsers)
     secret_cmd.register(subparsers)
+    environment_cmd.register(subparsers)
+    _add_env_option(subparsers)
     return parser
+
+
+def _add_env_option(subparsers) -> None:
+    """Lets `-e/--env NAME` also follow a command (`shoal queue list -e dev`) wherever the command
+    does not use `-e` itself (`shoal token new -e` names the new token's environment)."""
+    for sub in subparsers.choices.values():
+        taken = {flag for action in sub._actions for flag in action.option_strings}
+        if not any(flag == "-e" or flag.startswith("--env") for flag in taken):
+            sub.add_argument("-e", "--env", dest="env", metavar="NAME", default=argparse.SUPPRESS,
+                             help="the environment to use (overrides SHOAL_ENVIRONMENT and the profile)")
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_env_option(action)
 
 
 def _sentence(message: str) -> str:
@@ -128,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.handler is None:
         args.group_parser.print_help(sys.stderr)
         return 2
+    if getattr(args, "env", None):
+        # The environment variable has the highest precedence in config.resolve(), so every
+        # connection this command makes (the CLI's and the SDK's) uses the environment.
+        os.environ["SHOAL_ENVIRONMENT"] = args.env
     try:
         return int(args.handler(args) or 0)
     except Error as e:

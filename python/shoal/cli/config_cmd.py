@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from .. import _embedded, config
-from . import add_group, add_json_flag
+from . import add_group, add_json_flag, note
 from ._output import mask_token, print_fields, print_json
 
 DESCRIPTION = """\
@@ -17,7 +19,8 @@ SHOAL_PROFILE, else the file's active_profile, else "default"); then the default
 EPILOG = """\
 examples:
   shoal config show
-  SHOAL_PROFILE=prod shoal config show --json"""
+  SHOAL_PROFILE=prod shoal config show --json
+  shoal config set-environment dev"""
 
 
 def register(subparsers) -> None:
@@ -32,6 +35,27 @@ def register(subparsers) -> None:
     )
     add_json_flag(show)
     show.set_defaults(handler=cmd_show)
+    set_env = commands.add_parser(
+        "set-environment", help="make NAME the profile's environment",
+        description="Write environment = NAME into the active profile (SHOAL_PROFILE, else the "
+        "file's active_profile, else \"default\") of $SHOAL_HOME/config.toml. Does not contact the "
+        "server: `shoal environment list` shows the environments that exist.",
+    )
+    set_env.add_argument("name", metavar="NAME")
+    set_env.add_argument("--profile", metavar="P", help="write this profile instead of the active one")
+    set_env.set_defaults(handler=cmd_set_environment)
+
+
+def cmd_set_environment(args) -> int:
+    from .environment_cmd import check_name  # noqa: PLC0415
+
+    check_name(args.name)
+    profile = args.profile or config.resolve().profile
+    path = config.write_profile(profile, environment=args.name, activate=False)
+    print(f"environment {args.name} saved in profile {profile} ({path})")
+    if os.environ.get("SHOAL_ENVIRONMENT") and os.environ["SHOAL_ENVIRONMENT"] != args.name:
+        note(f"note: SHOAL_ENVIRONMENT={os.environ['SHOAL_ENVIRONMENT']} is set and takes precedence")
+    return 0
 
 
 def cmd_show(args) -> int:

@@ -2,6 +2,7 @@
 
 #include "actors/gateway/token_registry.hpp"
 #include "runtime/errc.hpp"
+#include "storage/key.hpp"
 #include "storage/store.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -99,4 +100,76 @@ TEST_CASE("an environment name outside a-z, 0-9, '-' and '_' is refused at mint"
   REQUIRE_FALSE(minted);
   CHECK(shoal::code_of(minted.error()) == errc::invalid_argument);
   CHECK(batch.empty());
+}
+
+namespace {
+
+/// Rewrites `token_id`'s record the way shoald before the admin flag stored it (version 1).
+void downgrade_to_v1(store& db, const std::string& token_id) {
+  auto k = shoal::storage::key{}.str(token_id).bytes();
+  auto value = db.get(table::tokens, k);
+  REQUIRE(value);
+  REQUIRE(*value);
+  shoal::storage::key::reader r{**value};
+  uint64_t version = 0;
+  uint64_t created = 0;
+  uint64_t admin = 0;
+  std::string hash, env, label;
+  REQUIRE((r.u64(version) && r.str(hash) && r.str(env) && r.str(label) && r.u64(created)
+           && r.u64(admin)));
+  CHECK(version == 2);
+  write_batch batch;
+  batch.put(table::tokens, k,
+            shoal::storage::key{}.u64(1).str(hash).str(env).str(label).u64(created).bytes());
+  REQUIRE_FALSE(db.write(batch, true));
+}
+
+} // namespace
+
+TEST_CASE("tokens are scoped unless minted admin, and the flag survives a reread") {
+  fixture f;
+  auto scoped = f.mint("dev");
+  write_batch batch;
+  auto admin = f.tokens.mint("main", "bootstrap admin", 1700000000000, batch, /*admin=*/true);
+  REQUIRE(admin);
+  REQUIRE_FALSE(f.db->write(batch, true));
+  CHECK_FALSE(f.tokens.verify(scoped.secret)->admin);
+  CHECK(f.tokens.verify(admin->secret)->admin);
+  auto all = f.tokens.list();
+  REQUIRE(all);
+  REQUIRE(all->size() == 2);
+  for (const auto& t : *all)
+    CHECK(t.admin == (t.token_id == admin->info.token_id));
+}
+
+TEST_CASE("version 1 token records still verify, as non-admin, until marked admin") {
+  fixture f;
+  auto old = f.mint("main");
+  auto other = f.mint("dev");
+  downgrade_to_v1(*f.db, old.info.token_id);
+  downgrade_to_v1(*f.db, other.info.token_id);
+  auto info = f.tokens.verify(old.secret);
+  REQUIRE(info);
+  CHECK_FALSE(info->admin);
+  CHECK(info->environment == "main");
+  CHECK(info->label == "laptop");
+  CHECK(info->created_at_ms == 1700000000000);
+  REQUIRE(f.tokens.list());
+  CHECK(f.tokens.list()->size() == 2);
+
+  write_batch batch;
+  REQUIRE_FALSE(f.tokens.mark_admin(old.info.token_id, batch));
+  REQUIRE_FALSE(f.db->write(batch, true));
+  info = f.tokens.verify(old.secret);
+  REQUIRE(info);
+  CHECK(info->admin);
+  CHECK(info->environment == "main");
+  CHECK(info->created_at_ms == 1700000000000);
+  CHECK_FALSE(f.tokens.verify(other.secret)->admin); // only the marked one
+
+  write_batch again;
+  CHECK_FALSE(f.tokens.mark_admin(old.info.token_id, again)); // already admin: no-op
+  CHECK(again.empty());
+  write_batch missing;
+  CHECK(shoal::code_of(f.tokens.mark_admin("tok-0000000000000000", missing)) == errc::not_found);
 }
