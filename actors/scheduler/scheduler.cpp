@@ -76,6 +76,7 @@ struct call_state {
   caf::typed_response_promise<call_output> remote_promise;
   output_sink_ptr sink;
   std::vector<waiter> waiters;
+  uint32_t unwritten = 0; ///< spawn: outputs whose RocksDB write has not been acknowledged yet
 
   bool done() const noexcept { return closed && finished == inputs_seen; }
 };
@@ -779,8 +780,24 @@ public:
         batch.put(table::outputs, key{}.str(call.call_id).u64(out.index).bytes(),
                   encode_record(record_version, out));
         batch.erase(table::inputs, key{}.str(call.call_id).u64(out.index).bytes());
-        persist(std::move(batch));
         call.outputs.push_back(std::move(out));
+        ++call.unwritten;
+        // The call stays in memory until its outputs are on disk: `get` falls back to RocksDB
+        // for calls it does not hold, and must never find a finished call without its output.
+        self_->request(st_.writer, write_deadline, storage::write_atom::value, std::move(batch))
+          .then(
+            [self = self_, call_id = call.call_id]() {
+              auto& calls = self->state.calls;
+              auto c = calls.find(call_id);
+              if (c == calls.end())
+                return;
+              --c->second.unwritten;
+              if (c->second.done() && c->second.unwritten == 0 && c->second.waiters.empty())
+                calls.erase(c);
+            },
+            [](caf::error& err) {
+              log::error("scheduler_write_failed").kv("error", message_of(err));
+            });
         break;
       }
     }
@@ -810,7 +827,9 @@ public:
     }
     for (auto& w : call.waiters)
       w.promise.deliver(call_result{call.outputs, true});
-    st_.calls.erase(call.call_id);
+    call.waiters.clear();
+    if (call.unwritten == 0)
+      st_.calls.erase(call.call_id);
   }
 
   void on_outputs(const std::string& container_id, std::vector<guest_output>& outputs) {
