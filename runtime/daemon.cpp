@@ -259,7 +259,9 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
     p->queue_broker = queue_broker::spawn_queue_broker(sys, *p->db, p->writer);
     p->services.queue_broker = p->queue_broker; // nested queue/dict calls from containers
     enroll("queue_broker", p->queue_broker);
-    p->scheduler = scheduler::spawn_scheduler(sys, *p->db, p->writer, p->agent, {});
+    scheduler::scheduler_config sched_cfg;
+    sched_cfg.node_id = p->facts.node_id;
+    p->scheduler = scheduler::spawn_scheduler(sys, *p->db, p->writer, p->agent, sched_cfg);
     enroll("scheduler", p->scheduler);
   }
 

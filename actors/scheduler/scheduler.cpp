@@ -860,7 +860,7 @@ public:
       auto c = st_.calls.find(route.call_id);
       bool cancelled = c == st_.calls.end() || c->second.cancelled;
       if (failed && !cancelled && fs.retry.allows_retry(in->attempt)) {
-        retry(fs, *in, o.error);
+        retry(fs, *in);
         continue;
       }
       finish_input(*in, call_output{in->index, o.status, std::move(o.data), std::move(o.error),
@@ -886,7 +886,7 @@ public:
     fs.queue.set_prefetch(fs.avg_run_us < fast_us ? prefetch_inputs : 0);
   }
 
-  void retry(function_state& fs, queued_input in, const std::string& error) {
+  void retry(function_state& fs, queued_input in) {
     ++st_.retries;
     auto next = in.attempt + 1;
     auto delay = fs.retry.delay_before(next);
@@ -959,7 +959,7 @@ public:
         st_.inputs[in.input_id] = input_route{function_id, in.call_id, in.index};
         fs.queue.add(std::move(in));
       } else if (!cancelled && fs.retry.allows_retry(in.attempt)) {
-        retry(fs, std::move(in), why);
+        retry(fs, std::move(in));
       } else {
         auto status = cancelled ? output_status::cancelled : output_status::internal_error;
         finish_input(in, call_output{in.index, status, {}, cancelled ? "the call was cancelled" : why,
@@ -1091,6 +1091,7 @@ public:
       s.state = c.state;
       s.inflight = static_cast<uint32_t>(fs.queue.inflight_on(id).size());
       s.started_at_ms = c.started_at_ms;
+      s.node_id = st_.cfg.node_id;
       out.push_back(std::move(s));
     }
     return out;

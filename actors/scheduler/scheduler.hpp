@@ -1,6 +1,9 @@
 #pragma once
 /// Spawning the scheduler (the composition root's view).
 
+#include <chrono>
+#include <string>
+
 #include <caf/fwd.hpp>
 
 #include "actors/node_agent/node_agent_actor.hpp"
@@ -11,6 +14,8 @@
 namespace shoal::scheduler {
 
 struct scheduler_config {
+  /// The node whose agent this scheduler starts containers on (shown in container listings).
+  std::string node_id;
   /// An ephemeral app whose client sent no heartbeat for this long is stopped.
   std::chrono::milliseconds heartbeat_timeout{60000};
   /// Containers of one function that die before READY this many times in a row make its pending
