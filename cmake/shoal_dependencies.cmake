@@ -16,6 +16,8 @@ find_package(RocksDB CONFIG REQUIRED)
 find_package(OpenSSL REQUIRED)
 pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing>=2.3)
 pkg_check_modules(JEMALLOC REQUIRED IMPORTED_TARGET jemalloc)
+pkg_check_modules(LIBARCHIVE REQUIRED IMPORTED_TARGET libarchive)
+find_package(CURL REQUIRED)
 
 find_package(Catch2 2 CONFIG REQUIRED)
 include(Catch)

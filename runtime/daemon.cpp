@@ -13,6 +13,9 @@
 #include <caf/send.hpp>
 
 #include "actors/admin/admin_actor.hpp"
+#include "actors/block_server/block_server.hpp"
+#include "actors/image_builder/image_builder_actor.hpp"
+#include "actors/image_builder/image_service.hpp"
 #include "actors/gateway/gateway_actor.hpp"
 #include "actors/gateway/gateway_bridge.hpp"
 #include "actors/gateway/environment_registry.hpp"
@@ -20,6 +23,7 @@
 #include "actors/node_agent/node_agent.hpp"
 #include "actors/queue_broker/queue_broker_actor.hpp"
 #include "actors/scheduler/scheduler.hpp"
+#include "fs/chunk_store.hpp"
 #include "runtime/container/crun_runtime.hpp"
 #include "runtime/guest/guest_hub.hpp"
 #include "runtime/errc.hpp"
@@ -157,6 +161,12 @@ struct daemon::parts {
   node_facts facts;
   std::unique_ptr<state_dir> dir;
   std::unique_ptr<storage::store> db;
+  /// shared_ptr: the image service and (later) the block server both hold it.
+  std::shared_ptr<fs::chunk_store> chunks;
+  std::unique_ptr<container::oci_runtime> runtime;
+  /// Declared before the actor system: builds running in detached actors use it until
+  /// the system is joined.
+  std::unique_ptr<images::image_service> images;
   caf::actor_system_config actor_config;
   std::unique_ptr<caf::actor_system> sys;
   storage::writer_actor writer;
@@ -165,8 +175,9 @@ struct daemon::parts {
   node_agent::node_agent_actor agent;
   scheduler::scheduler_actor scheduler;
   queue_broker::queue_broker_actor queue_broker;
+  images::image_builder_actor image_builder;
+  block_server::block_server_actor block_server;
   std::unique_ptr<guest::guest_hub> hub;
-  std::unique_ptr<container::oci_runtime> runtime;
   container_supervisor::node_services services;
   std::unique_ptr<rpc_server> rpc;
   bool stopped = false;
@@ -237,12 +248,45 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
   };
   enroll("storage_writer", p->writer);
   enroll("gateway", p->gateway);
+  {
+    // Images: every node keeps chunks and materialises trees; control nodes also build.
+    auto chunks = fs::chunk_store::open(p->dir->path() + "/chunks");
+    if (!chunks)
+      return chunks.error();
+    p->chunks = std::move(*chunks);
+    p->runtime = std::make_unique<container::crun_runtime>();
+    images::image_service_options io;
+    io.state_dir = p->dir->path();
+    io.sdk_dir = cfg.sdk_dir.empty() ? default_sdk_dir() : cfg.sdk_dir;
+    if (const char* cache = std::getenv("SHOAL_DEBOOTSTRAP_CACHE"))
+      io.debootstrap_cache = cache;
+    if (const char* reg = std::getenv("SHOAL_DEFAULT_REGISTRY"))
+      io.default_registry = reg;
+    if (const char* insecure = std::getenv("SHOAL_INSECURE_REGISTRIES")) {
+      std::string list = insecure;
+      for (size_t start = 0; start <= list.size();) {
+        auto comma = list.find(',', start);
+        if (comma == std::string::npos)
+          comma = list.size();
+        if (comma > start)
+          io.insecure_registries.push_back(list.substr(start, comma - start));
+        start = comma + 1;
+      }
+    }
+    p->images = std::make_unique<images::image_service>(*p->db, p->chunks, *p->runtime, io);
+    p->services.images = p->images.get();
+  }
+  {
+    block_server::block_server_config bsc;
+    bsc.store = p->chunks;
+    p->block_server = block_server::spawn_block_server(sys, bsc);
+    enroll("block_server", p->block_server);
+  }
   if (cfg.worker) {
     auto hub = guest::guest_hub::start();
     if (!hub)
       return hub.error();
     p->hub = std::move(*hub);
-    p->runtime = std::make_unique<container::crun_runtime>();
     clean_stale_containers(p->dir->path(), *p->runtime);
     auto& svc = p->services;
     svc.node_id = p->facts.node_id;
@@ -259,6 +303,8 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
     p->queue_broker = queue_broker::spawn_queue_broker(sys, *p->db, p->writer);
     p->services.queue_broker = p->queue_broker; // nested queue/dict calls from containers
     enroll("queue_broker", p->queue_broker);
+    p->image_builder = images::spawn_image_builder(sys, *p->images);
+    enroll("image_builder", p->image_builder);
     scheduler::scheduler_config sched_cfg;
     sched_cfg.node_id = p->facts.node_id;
     p->scheduler = scheduler::spawn_scheduler(sys, *p->db, p->writer, p->agent, sched_cfg);
@@ -267,6 +313,8 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
 
   gateway::bridge_targets targets{&sys, p->gateway, p->admin, p->scheduler, p->facts};
   targets.queue_broker = p->queue_broker;
+  targets.image_builder = p->image_builder;
+  targets.block_server = p->block_server;
   auto rpc = rpc_server::start(cfg.listen, [targets](rpc_context& ctx) {
     return gateway::make_bootstrap(ctx, targets);
   });
@@ -313,12 +361,16 @@ void daemon::stop() {
                });
     // The queue broker goes before the writer: its mutations in flight still get their replies.
     for (auto handle : {caf::actor_cast<caf::actor>(p.scheduler), caf::actor_cast<caf::actor>(p.queue_broker),
+                        caf::actor_cast<caf::actor>(p.image_builder),
+                        caf::actor_cast<caf::actor>(p.block_server),
                         caf::actor_cast<caf::actor>(p.agent), caf::actor_cast<caf::actor>(p.gateway),
                         caf::actor_cast<caf::actor>(p.admin), caf::actor_cast<caf::actor>(p.writer)})
       if (handle)
         caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
     p.scheduler = nullptr;
     p.queue_broker = nullptr;
+    p.image_builder = nullptr;
+    p.block_server = nullptr;
     p.services.queue_broker = nullptr;
     p.agent = nullptr;
     p.gateway = nullptr;

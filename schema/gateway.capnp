@@ -8,6 +8,8 @@ $Cxx.namespace("shoal::wire");
 using Common = import "common.capnp";
 using Functions = import "functions.capnp".Functions;
 using Queues = import "queues.capnp".Queues;
+using Images = import "images.capnp".Images;
+using BlockServer = import "blocks.capnp".BlockServer;
 
 interface Gateway {
   # Bootstrap capability of every shoald. Fails with [unauthenticated] for an empty, malformed,
@@ -89,6 +91,12 @@ interface Session {
   # Admin sessions only. [invalid_argument] for "main" and for an environment that still holds
   # secrets or tokens; [not_found] for an unknown name. Apps, queues and dicts are not checked:
   # they stay in storage, unreachable until an environment of that name is created again.
+
+  images @12 () -> (images :Images);
+  # Building, listing and removing images (docs/images.md). Images are shared by environments.
+
+  blocks @13 () -> (blocks :BlockServer);
+  # This node's chunk store, for peers and clients moving image and volume data.
 }
 
 struct SecretInfo {

@@ -25,7 +25,7 @@
 #include "actors/gateway/secret_store.hpp"
 #include "actors/scheduler/scheduler_types.hpp"
 #include "runtime/binary_codec.hpp"
-#include "runtime/container/default_image.hpp"
+#include "actors/image_builder/image_service.hpp"
 #include "runtime/container/oci_runtime.hpp"
 #include "runtime/container/oci_spec.hpp"
 #include "runtime/container/overlay_rootfs.hpp"
@@ -340,11 +340,22 @@ void boot(resources_ptr res, supervisor_config cfg, impl_actor supervisor) {
   if (!user_env)
     return fail(user_env.error());
   std::error_code ec;
-  auto image = container::prepare_image(svc->state_dir, [&](std::string_view line) {
+  if (svc->images == nullptr)
+    return fail(make_error(errc::unavailable, "this node has no image service"));
+  auto image = svc->images->tree(fn.image, [&](std::string_view line) {
     system_log(cfg.scheduler, id, "image: " + std::string{line});
   });
   if (!image)
     return fail(image.error());
+  auto record = svc->images->record(fn.image.empty() ? svc->images->default_image_id() : fn.image);
+  if (!record)
+    return fail(record.error());
+  if (record->python.empty())
+    return fail(make_error(errc::invalid_argument,
+                           "image " + record->id + " has no Python interpreter (no /usr/bin/python3 "
+                           "or /usr/local/bin/python3); build the function's image on "
+                           "Image.debian_slim() or add .apt_install(\"python3\", "
+                           "\"python3-cloudpickle\")"));
   std::string code_dir;
   if (!fn.code_id.empty()) {
     auto dir = materialize_code(*svc, fn.code_id);
@@ -365,14 +376,20 @@ void boot(resources_ptr res, supervisor_config cfg, impl_actor supervisor) {
   container::container_spec spec;
   spec.id = id;
   spec.hostname = id;
-  spec.args = {"/usr/bin/python3", "-m", "shoal._guest"};
-  spec.cwd = "/";
+  spec.args = {record->python, "-m", "shoal._guest"};
+  spec.cwd = record->config.workdir.empty() ? "/" : record->config.workdir;
+  if (!record->config.workdir.empty())
+    fs::create_directories(res->rootfs->rootfs() + record->config.workdir, ec);
+  std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  for (const auto& [k, v] : record->config.env)
+    if (k == "PATH")
+      path = v;
   spec.env = {
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "PATH=" + path,
     "HOME=/root",
     "PYTHONUNBUFFERED=1",
     "PYTHONDONTWRITEBYTECODE=1",
-    "PYTHONPATH=/shoal/sdk",
+    "PYTHONPATH=/shoal/sdk:/root",
     "SHOAL_GUEST_SOCKET=/shoal/guest/guest.sock",
     "SHOAL_CONTAINER_ID=" + id,
     "SHOAL_FUNCTION_NAME=" + fn.name,
@@ -381,8 +398,25 @@ void boot(resources_ptr res, supervisor_config cfg, impl_actor supervisor) {
     "SHOAL_ENVIRONMENT=" + fn.environment,
     "SHOAL_CODE_DIR=/shoal/code",
   };
+  for (const auto& [k, v] : record->config.env)
+    if (k != "PATH")
+      spec.env.push_back(k + "=" + v);
   for (auto& kv : *user_env)
     spec.env.push_back(std::move(kv));
+  {
+    // One entry per variable, the last value winning (getenv would find the first).
+    std::vector<std::string> unique;
+    std::map<std::string, size_t> at;
+    for (auto& kv : spec.env) {
+      auto key = kv.substr(0, kv.find('='));
+      auto [i, fresh] = at.emplace(key, unique.size());
+      if (fresh)
+        unique.push_back(std::move(kv));
+      else
+        unique[i->second] = std::move(kv);
+    }
+    spec.env = std::move(unique);
+  }
   spec.mounts = container::standard_mounts();
   spec.mounts.push_back(container::guest_mount(res->guest_dir));
   if (!code_dir.empty())

@@ -17,6 +17,9 @@ class guest_hub;
 namespace shoal::container {
 class oci_runtime;
 }
+namespace shoal::images {
+class image_service;
+}
 
 namespace shoal::container_supervisor {
 
@@ -29,6 +32,8 @@ struct node_services {
   const storage::store* db = nullptr;
   guest::guest_hub* hub = nullptr;
   container::oci_runtime* runtime = nullptr;
+  /// Image trees (materialised once per node) and image records.
+  images::image_service* images = nullptr;
   /// Serves the guest's queue.* and dict.* calls (data_calls.hpp); invalid without the control role.
   queue_broker::queue_broker_actor queue_broker;
   /// Grace period between SHUTDOWN and SIGKILL when a container is stopped.

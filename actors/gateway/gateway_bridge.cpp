@@ -4,6 +4,8 @@
 
 #include <caf/actor_system.hpp>
 
+#include "actors/block_server/block_server_bridge.hpp"
+#include "actors/image_builder/image_builder_bridge.hpp"
 #include "actors/queue_broker/queue_broker_bridge.hpp"
 #include "actors/scheduler/scheduler_bridge.hpp"
 #include "runtime/kj_bridge.hpp"
@@ -284,6 +286,29 @@ public:
     ctx.getResults().setQueues(
       queue_broker::make_queues(ctx_, *targets_.sys, targets_.queue_broker, scope_.environment)
         .castAs<wire::Queues>());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> images(ImagesContext ctx) override {
+    auto pass = admit();
+    if (!targets_.image_builder)
+      throw_error(errc::unavailable, "this shoald runs without the control role; connect to a "
+                                     "control node to build images");
+    ctx.getResults().setImages(
+      images::make_images(ctx_, *targets_.sys, targets_.image_builder, scope_.environment)
+        .castAs<wire::Images>());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> blocks(BlocksContext ctx) override {
+    auto pass = admit();
+    // Whoever holds it can read any chunk whose hash it knows and fill this node's disk with
+    // chunks that pass verification: nodes and operators only.
+    require_admin("exchange chunks with this node");
+    if (!targets_.block_server)
+      throw_error(errc::unavailable, "this shoald serves no chunks");
+    ctx.getResults().setBlocks(
+      block_server::make_block_server_bridge(ctx_, *targets_.sys, targets_.block_server));
     return kj::READY_NOW;
   }
 

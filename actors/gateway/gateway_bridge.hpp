@@ -7,6 +7,8 @@
 #include <caf/fwd.hpp>
 
 #include "actors/admin/admin_actor.hpp"
+#include "actors/block_server/block_server_actor.hpp"
+#include "actors/image_builder/image_builder_actor.hpp"
 #include "actors/queue_broker/queue_broker_actor.hpp"
 #include "actors/gateway/gateway_actor.hpp"
 #include "actors/scheduler/scheduler_actor.hpp"
@@ -23,6 +25,8 @@ struct bridge_targets {
   scheduler::scheduler_actor scheduler; ///< invalid in a worker-only process
   node_facts facts;
   queue_broker::queue_broker_actor queue_broker; ///< invalid in a worker-only process
+  images::image_builder_actor image_builder;     ///< invalid in a worker-only process
+  block_server::block_server_actor block_server; ///< this node's chunk store
 };
 
 /// The bootstrap capability; `ctx` must outlive it (rpc_server guarantees that).

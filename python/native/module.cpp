@@ -239,6 +239,115 @@ private:
   std::unique_ptr<sc::log_stream> stream_;
 };
 
+// -- images ---------------------------------------------------------------------------------------
+
+py::dict to_dict(const sc::image_step_result& r) {
+  py::dict d;
+  d["type"] = "step";
+  d["index"] = r.index;
+  d["image_id"] = r.image_id;
+  d["status"] = r.status;
+  d["reason"] = r.reason;
+  d["duration_ms"] = r.duration_ms;
+  d["layer_bytes"] = r.layer_bytes;
+  return d;
+}
+
+py::dict to_dict(const sc::image_info& x) {
+  py::dict d;
+  d["image_id"] = x.image_id;
+  d["parent_id"] = x.parent_id;
+  d["step"] = x.step;
+  d["created_at_ms"] = x.created_at_ms;
+  d["layers"] = x.layers;
+  d["content_bytes"] = x.content_bytes;
+  py::dict env;
+  for (const auto& [k, v] : x.env)
+    env[py::str(k)] = v;
+  d["env"] = env;
+  d["workdir"] = x.workdir;
+  d["user"] = x.user;
+  d["entrypoint"] = x.entrypoint;
+  d["cmd"] = x.cmd;
+  d["python"] = x.python;
+  return d;
+}
+
+sc::image_build_spec build_spec_from(const py::dict& spec) {
+  sc::image_build_spec out;
+  if (spec.contains("ignore_cache"))
+    out.ignore_cache = py::cast<bool>(spec["ignore_cache"]);
+  for (auto item : py::cast<py::list>(spec["steps"])) {
+    auto step = py::cast<py::dict>(item);
+    sc::image_step_spec s;
+    s.kind = py::cast<std::string>(step["kind"]);
+    if (step.contains("args"))
+      for (auto a : py::cast<py::list>(step["args"]))
+        s.args.push_back(py::cast<std::string>(a));
+    if (step.contains("blob") && !step["blob"].is_none())
+      s.blob = py::cast<std::string>(step["blob"]);
+    if (step.contains("env") && !step["env"].is_none())
+      for (auto kv : py::cast<py::dict>(step["env"]))
+        s.env.emplace_back(py::cast<std::string>(kv.first), py::cast<std::string>(kv.second));
+    if (step.contains("force_build"))
+      s.force_build = py::cast<bool>(step["force_build"]);
+    if (step.contains("registry_auth") && !step["registry_auth"].is_none()) {
+      auto auth = py::cast<py::tuple>(step["registry_auth"]);
+      s.has_registry_auth = true;
+      s.registry_user = py::cast<std::string>(auth[0]);
+      s.registry_password = py::cast<std::string>(auth[1]);
+    }
+    if (step.contains("label") && !step["label"].is_none())
+      s.label = py::cast<std::string>(step["label"]);
+    out.steps.push_back(std::move(s));
+  }
+  return out;
+}
+
+class build_object {
+public:
+  explicit build_object(std::unique_ptr<sc::image_build> b) : build_(std::move(b)) {}
+
+  py::tuple poll(double timeout_s) {
+    std::pair<std::vector<sc::image_build_event>, bool> r;
+    {
+      py::gil_scoped_release release;
+      r = build_->poll(std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+    }
+    py::list events;
+    for (const auto& e : r.first) {
+      if (e.type == "step") {
+        events.append(to_dict(e.step));
+      } else {
+        py::dict d;
+        d["type"] = "line";
+        d["index"] = e.index;
+        d["text"] = e.text;
+        events.append(d);
+      }
+    }
+    return py::make_tuple(events, r.second);
+  }
+
+  py::dict result() {
+    sc::image_build_result r;
+    {
+      py::gil_scoped_release release;
+      r = build_->result();
+    }
+    py::dict d;
+    d["image_id"] = r.image_id;
+    py::list steps;
+    for (const auto& s : r.steps)
+      steps.append(to_dict(s));
+    d["steps"] = steps;
+    return d;
+  }
+
+private:
+  std::unique_ptr<sc::image_build> build_;
+};
+
 // -- queues and dicts -------------------------------------------------------------------------------
 
 sc::data_kind kind_from(const std::string& kind) {
@@ -404,6 +513,42 @@ public:
   void delete_secret(const std::string& name) {
     py::gil_scoped_release release;
     live().delete_secret(name);
+  }
+
+  build_object build_image(const py::dict& spec) {
+    auto parsed = build_spec_from(spec);
+    std::unique_ptr<sc::image_build> b;
+    {
+      py::gil_scoped_release release;
+      b = live().build_image(parsed);
+    }
+    return build_object{std::move(b)};
+  }
+
+  py::list list_images() {
+    std::vector<sc::image_info> all;
+    {
+      py::gil_scoped_release release;
+      all = live().list_images();
+    }
+    py::list out;
+    for (const auto& x : all)
+      out.append(to_dict(x));
+    return out;
+  }
+
+  py::dict inspect_image(const std::string& image_id) {
+    sc::image_info info;
+    {
+      py::gil_scoped_release release;
+      info = live().inspect_image(image_id);
+    }
+    return to_dict(info);
+  }
+
+  void remove_image(const std::string& image_id) {
+    py::gil_scoped_release release;
+    live().remove_image(image_id);
   }
 
   static py::dict secret_dict(const secret_summary& x) {
@@ -786,6 +931,10 @@ class RpcError(Exception):
          py::arg("force"))
     .def("list_secrets", &client::list_secrets)
     .def("delete_secret", &client::delete_secret, py::arg("name"))
+    .def("build_image", &client::build_image, py::arg("spec"))
+    .def("list_images", &client::list_images)
+    .def("inspect_image", &client::inspect_image, py::arg("image_id"))
+    .def("remove_image", &client::remove_image, py::arg("image_id"))
     .def("close", &client::close)
     .def("missing_blobs", &client::missing_blobs, py::arg("hashes"))
     .def("put_blobs", &client::put_blobs, py::arg("blobs"))
@@ -817,6 +966,10 @@ class RpcError(Exception):
     .def("push", &map_object::push, py::arg("items"))
     .def("close", &map_object::close)
     .def("poll", &map_object::poll, py::arg("timeout_s"));
+
+  py::class_<build_object>(m, "ImageBuild")
+    .def("poll", &build_object::poll, py::arg("timeout_s"))
+    .def("result", &build_object::result);
 
   py::class_<log_object>(m, "LogStream")
     .def("poll", &log_object::poll, py::arg("timeout_s"))

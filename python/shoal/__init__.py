@@ -18,6 +18,7 @@ from ._functions import Function, FunctionCall  # noqa: E402
 from ._options import Retries  # noqa: E402
 from ._partial import concurrent, enter, exit, method, parameter  # noqa: E402,A004
 from .dict import Dict  # noqa: E402 - queues and dicts connect on first use
+from .image import Image  # noqa: E402
 from .queue import Queue  # noqa: E402
 from .secret import Secret  # noqa: E402
 
@@ -28,6 +29,7 @@ __all__ = [
     "Dict",
     "Function",
     "FunctionCall",
+    "Image",
     "LocalEntrypoint",
     "Obj",
     "Queue",

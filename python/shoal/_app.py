@@ -410,7 +410,12 @@ class App:
         shipment = self._shipment()
         stats = _mount.upload(connection, shipment)
         handles = self._handles()
+        # Deploying always shows image builds (on stderr): a build can take minutes.
+        default_image_id = self._build_images(connection, handles, show_progress or mode == "deployed")
         specs = [h.spec(self._module_name_for(h, shipment)) for h in handles]
+        for handle, spec in zip(handles, specs):
+            if handle.options.image is None and not spec.get("image"):
+                spec["image"] = default_image_id
         remote_app, info, refs = connection.create_app(app_name, mode, specs, shipment.wire())
         by_name = {r.get("name"): r for r in refs}
         for handle in handles:
@@ -448,6 +453,34 @@ class App:
         if show_progress:
             self._thread(running, self._stream_logs, "shoal-logs")
         return info
+
+    def _build_images(self, connection: Any, handles: List[_Handle], show_progress: bool) -> str:
+        """Builds every distinct ``Image`` object the functions use, once each (ids are cached by
+        the image per server), and the default image when a function names none; returns the
+        default image's id ("" when no function needs it)."""
+        from . import image as _image  # noqa: PLC0415
+
+        images: Dict[int, Any] = {}
+        users: Dict[int, List[str]] = {}
+        default_users: List[str] = []
+        for handle in handles:
+            candidate = handle.options.image
+            if candidate is None:
+                default_users.append(handle.tag)
+            elif isinstance(candidate, _image.Image):
+                images.setdefault(id(candidate), candidate)
+                users.setdefault(id(candidate), []).append(handle.tag)
+            # else an image id (str) or an object that reports its own id (_shoal_image_id)
+        service = _image.service(connection)
+        if not service.has_builder() and not images:
+            return ""  # an older native extension: functions run in the server's default root fs
+        for key, image in images.items():
+            image._build(connection, show_progress=show_progress, output=_say, used_by=users[key])
+        if not default_users:
+            return ""
+        return _image.default_image()._build(
+            connection, show_progress=show_progress, output=_say, used_by=default_users
+        )
 
     @staticmethod
     def _notes(handles: List[_Handle]) -> List[str]:

@@ -132,8 +132,6 @@ class Options:
             out["volumes"] = dict(self.volumes)
         if self.network_file_systems:
             out["network_file_systems"] = dict(self.network_file_systems)
-        if self.image is not None and _image_id(self.image) is None:
-            out["image"] = self.image
         unresolved = [s for s in self.secrets if _secret_env(s) is None]
         if unresolved:
             out["secrets"] = unresolved
@@ -190,13 +188,17 @@ class Options:
 def _canonical(value: Any) -> str:
     if isinstance(value, (str, int, float, bool, type(None), Retries)):
         return repr(value)
+    key = getattr(value, "_shoal_image_key", None)
+    if callable(key):  # a shoal.Image: its declared steps
+        return str(key())
     if isinstance(value, (tuple, list)):
         return "(" + ",".join(_canonical(v) for v in value) + ")"
     return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def _image_id(image: Any) -> Optional[str]:
-    """The image id to send: a string, or what an Image object (a later issue) reports."""
+    """The image id to send: a string, or the id a built ``shoal.Image`` reports (None before
+    ``App._start`` built it)."""
     if image is None:
         return None
     if isinstance(image, str):

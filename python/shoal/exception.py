@@ -31,6 +31,7 @@ __all__ = [
     "InputCancellation",
     "SerializationError",
     "DeserializationError",
+    "ImageBuildError",
     "RemoteTraceback",
     "from_rpc_error",
 ]
@@ -115,6 +116,17 @@ class SerializationError(Error):
 class DeserializationError(Error):
     """Arguments or a return value could not be deserialized, typically because the local and
     remote Python environments differ."""
+
+
+class ImageBuildError(Error):
+    """A step of an image build failed (its command exited non-zero, a registry pull failed...).
+    The message names the step ("image build failed at step 3/4 (RUN make): exit code 2") and
+    ends with the step's last output lines; ``.step`` (1-based), ``.exit_code`` (or None) and
+    ``.output`` (those lines) carry the same."""
+
+    step: int | None = None
+    exit_code: int | None = None
+    output: list[str] = []
 
 
 class RemoteTraceback(Exception):

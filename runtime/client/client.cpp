@@ -13,6 +13,7 @@
 
 #include "schema/functions.capnp.h"
 #include "schema/gateway.capnp.h"
+#include "schema/images.capnp.h"
 #include "schema/queues.capnp.h"
 
 namespace shoal::client {
@@ -579,6 +580,195 @@ void connection::delete_secret(const std::string& name) {
   impl_->run([this, &name](kj_side& s) {
     auto req = impl_->session(s).secretsRequest().send().getSecrets().deleteRequest();
     req.setName(name);
+    return req.send().ignoreResult();
+  });
+}
+
+// -- images ---------------------------------------------------------------------------------------
+
+namespace {
+
+image_step_result convert(wire::StepResult::Reader r) {
+  static const char* names[] = {"cached", "building", "built", "failed"};
+  image_step_result out;
+  out.index = r.getIndex();
+  out.image_id = r.getImageId();
+  auto status = static_cast<unsigned>(r.getStatus());
+  out.status = status < 4 ? names[status] : "failed";
+  out.reason = r.getReason();
+  out.duration_ms = r.getDurationMs();
+  out.layer_bytes = r.getLayerBytes();
+  return out;
+}
+
+image_info convert(wire::ImageInfo::Reader r) {
+  image_info out;
+  out.image_id = r.getImageId();
+  out.parent_id = r.getParentId();
+  out.step = r.getStep();
+  out.created_at_ms = r.getCreatedAtMs();
+  for (auto l : r.getLayers())
+    out.layers.emplace_back(l);
+  out.content_bytes = r.getContentBytes();
+  for (auto kv : r.getEnv())
+    out.env.emplace_back(kv.getKey(), kv.getValue());
+  out.workdir = r.getWorkdir();
+  out.user = r.getUser();
+  for (auto a : r.getEntrypoint())
+    out.entrypoint.emplace_back(a);
+  for (auto a : r.getCmd())
+    out.cmd.emplace_back(a);
+  out.python = r.getPython();
+  return out;
+}
+
+class build_receiver final : public wire::BuildProgress::Server {
+public:
+  explicit build_receiver(std::shared_ptr<pull_queue<image_build_event>> q) : queue_(std::move(q)) {}
+
+  kj::Promise<void> step(StepContext ctx) override {
+    image_build_event e;
+    e.type = "step";
+    e.step = convert(ctx.getParams().getResult());
+    e.index = e.step.index;
+    queue_->push({std::move(e)});
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> line(LineContext ctx) override {
+    image_build_event e;
+    e.type = "line";
+    e.index = ctx.getParams().getIndex();
+    e.text = ctx.getParams().getText();
+    queue_->push({std::move(e)});
+    return kj::READY_NOW;
+  }
+
+private:
+  std::shared_ptr<pull_queue<image_build_event>> queue_;
+};
+
+} // namespace
+
+struct image_build::state {
+  std::shared_ptr<pull_queue<image_build_event>> queue;
+  std::thread worker;
+  std::mutex mutex;
+  std::condition_variable finished;
+  bool done = false;
+  image_build_result result;
+  std::string error_code;
+  std::string error_message;
+};
+
+std::unique_ptr<image_build> connection::build_image(const image_build_spec& spec) {
+  auto st = std::make_shared<image_build::state>();
+  st->queue = std::make_shared<pull_queue<image_build_event>>();
+  auto conn = impl_;
+  st->worker = std::thread([conn, st, spec] {
+    image_build_result result;
+    std::string code;
+    std::string message;
+    try {
+      result = conn->run([&](kj_side& s) {
+        auto req = conn->session(s).imagesRequest().send().getImages().buildRequest();
+        auto steps = req.initSpec().initSteps(static_cast<unsigned>(spec.steps.size()));
+        req.getSpec().setIgnoreCache(spec.ignore_cache);
+        for (unsigned i = 0; i < spec.steps.size(); ++i) {
+          const auto& in = spec.steps[i];
+          auto out = steps[i];
+          out.setKind(in.kind);
+          auto args = out.initArgs(static_cast<unsigned>(in.args.size()));
+          for (unsigned j = 0; j < in.args.size(); ++j)
+            args.set(j, in.args[j]);
+          out.setBlob(in.blob);
+          auto env = out.initEnv(static_cast<unsigned>(in.env.size()));
+          for (unsigned j = 0; j < in.env.size(); ++j) {
+            env[j].setKey(in.env[j].first);
+            env[j].setValue(in.env[j].second);
+          }
+          out.setForceBuild(in.force_build);
+          if (in.has_registry_auth) {
+            auto auth = out.initRegistryAuth();
+            auth.setKey(in.registry_user);
+            auth.setValue(in.registry_password);
+          }
+          out.setLabel(in.label);
+        }
+        req.setProgress(kj::heap<build_receiver>(st->queue));
+        return req.send().then([](capnp::Response<wire::Images::BuildResults> r) {
+          image_build_result out;
+          out.image_id = r.getImageId();
+          for (auto x : r.getSteps())
+            out.steps.push_back(convert(x));
+          return out;
+        });
+      });
+    } catch (const rpc_error& e) {
+      code = e.code();
+      message = e.message();
+    } catch (const std::exception& e) {
+      code = "internal";
+      message = e.what();
+    }
+    {
+      std::lock_guard<std::mutex> guard{st->mutex};
+      st->result = std::move(result);
+      st->error_code = std::move(code);
+      st->error_message = std::move(message);
+      st->done = true;
+    }
+    st->finished.notify_all();
+    st->queue->finish();
+  });
+  return std::make_unique<image_build>(st);
+}
+
+image_build::~image_build() {
+  // The worker owns what it uses (shared state and connection): dropping the handle of a build
+  // still running lets it finish on the server and end on its own.
+  if (st_->worker.joinable())
+    st_->worker.detach();
+}
+
+std::pair<std::vector<image_build_event>, bool>
+image_build::poll(std::chrono::milliseconds timeout) {
+  return st_->queue->pull(timeout);
+}
+
+image_build_result image_build::result() {
+  std::unique_lock<std::mutex> lock{st_->mutex};
+  st_->finished.wait(lock, [this] { return st_->done; });
+  if (!st_->error_code.empty())
+    throw rpc_error(st_->error_code, st_->error_message);
+  return st_->result;
+}
+
+std::vector<image_info> connection::list_images() {
+  return impl_->run([this](kj_side& s) {
+    auto req = impl_->session(s).imagesRequest().send().getImages().listRequest();
+    return req.send().then([](capnp::Response<wire::Images::ListResults> r) {
+      std::vector<image_info> out;
+      for (auto x : r.getImages())
+        out.push_back(convert(x));
+      return out;
+    });
+  });
+}
+
+image_info connection::inspect_image(const std::string& image_id) {
+  return impl_->run([this, &image_id](kj_side& s) {
+    auto req = impl_->session(s).imagesRequest().send().getImages().inspectRequest();
+    req.setImageId(image_id);
+    return req.send().then(
+      [](capnp::Response<wire::Images::InspectResults> r) { return convert(r.getImage()); });
+  });
+}
+
+void connection::remove_image(const std::string& image_id) {
+  impl_->run([this, &image_id](kj_side& s) {
+    auto req = impl_->session(s).imagesRequest().send().getImages().removeRequest();
+    req.setImageId(image_id);
     return req.send().ignoreResult();
   });
 }

@@ -234,6 +234,79 @@ private:
   std::shared_ptr<state> st_;
 };
 
+// -- images (Session.images, schema/images.capnp) -------------------------------------------------
+
+struct image_step_spec {
+  std::string kind;
+  std::vector<std::string> args;
+  std::string blob;
+  std::vector<std::pair<std::string, std::string>> env;
+  bool force_build = false;
+  bool has_registry_auth = false;
+  std::string registry_user;
+  std::string registry_password;
+  std::string label;
+};
+
+struct image_build_spec {
+  std::vector<image_step_spec> steps;
+  bool ignore_cache = false;
+};
+
+struct image_step_result {
+  uint32_t index = 0;
+  std::string image_id;
+  std::string status; ///< "cached", "building", "built", "failed"
+  std::string reason;
+  uint64_t duration_ms = 0;
+  uint64_t layer_bytes = 0;
+};
+
+/// One progress event of a build: a step's status ("step") or a line of its output ("line").
+struct image_build_event {
+  std::string type;
+  image_step_result step; ///< type "step"
+  uint32_t index = 0;     ///< type "line"
+  std::string text;       ///< type "line"
+};
+
+struct image_build_result {
+  std::string image_id;
+  std::vector<image_step_result> steps;
+};
+
+struct image_info {
+  std::string image_id;
+  std::string parent_id;
+  std::string step;
+  int64_t created_at_ms = 0;
+  std::vector<std::string> layers;
+  uint64_t content_bytes = 0;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string workdir;
+  std::string user;
+  std::vector<std::string> entrypoint;
+  std::vector<std::string> cmd;
+  std::string python;
+};
+
+/// A build in progress: its events as they arrive, then its result. The request runs on a
+/// thread of its own (it may take minutes), so the caller polls without blocking the connection.
+class image_build {
+public:
+  ~image_build();
+  /// Events since the last poll; true once the build has finished (result() is then ready).
+  std::pair<std::vector<image_build_event>, bool> poll(std::chrono::milliseconds timeout);
+  /// Waits for the end; the result, or the build's error as rpc_error.
+  image_build_result result();
+
+  struct state;
+  explicit image_build(std::shared_ptr<state> st) : st_(std::move(st)) {}
+
+private:
+  std::shared_ptr<state> st_;
+};
+
 /// Log lines of an app, as they arrive.
 class log_stream {
 public:
@@ -286,6 +359,12 @@ public:
   environment_summary create_environment(const std::string& name);
   std::vector<environment_summary> list_environments();
   void delete_environment(const std::string& name);
+
+  // -- images (Session.images, schema/images.capnp) ---------------------------------------------
+  std::unique_ptr<image_build> build_image(const image_build_spec& spec);
+  std::vector<image_info> list_images();
+  image_info inspect_image(const std::string& image_id);
+  void remove_image(const std::string& image_id);
 
   // -- secrets (Session.secrets, schema/gateway.capnp) ------------------------------------------
   secret_summary create_secret(const std::string& name,

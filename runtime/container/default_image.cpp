@@ -129,6 +129,11 @@ caf::error default_image::build(const progress_callback& progress) {
                                 "--variant=" + spec_.variant};
   if (!spec_.packages.empty())
     argv.push_back("--include=" + joined(spec_.packages, ','));
+  if (!options_.cache_dir.empty()) {
+    fs::create_directories(options_.cache_dir, ec);
+    if (!ec)
+      argv.push_back("--cache-dir=" + options_.cache_dir);
+  }
   argv.insert(argv.end(), {spec_.suite, target, mirror});
   log::info("image_build_started")
     .kv("image", "default")

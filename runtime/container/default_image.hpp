@@ -60,6 +60,9 @@ struct default_image_options {
   apt_source_paths apt;
   /// Empty means run_command.
   command_runner runner;
+  /// An absolute directory where debootstrap keeps the .deb files it downloaded, so that a
+  /// rebuild (or another state dir's build) does not fetch them again. Empty: none.
+  std::string cache_dir;
   /// The debootstrap program.
   std::string debootstrap = "/usr/sbin/debootstrap";
   /// PATH for debootstrap, which needs chroot, mount and friends from the sbin dirs that a

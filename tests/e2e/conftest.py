@@ -85,6 +85,10 @@ def parse_logfmt(line: str) -> dict[str, str]:
     return fields
 
 
+#: Shared by every daemon of the test run (see Daemon).
+DEBOOTSTRAP_CACHE = os.environ.get("SHOAL_DEBOOTSTRAP_CACHE", "/var/tmp/shoal-test-debootstrap-cache")
+
+
 class Daemon:
     """A shoald process started by the tests. Its stdout and stderr go to `log_path`."""
 
@@ -98,8 +102,12 @@ class Daemon:
             binary, "--roles", "all", "--listen", f"127.0.0.1:{port}",
             "--state-dir", str(self.state_dir), "--log-level", "debug", *extra_args,
         ]
+        # Every test daemon shares one cache of the .deb files debootstrap downloads, so only the
+        # first debian_slim build of a run fetches them.
+        env = {**os.environ, "SHOAL_DEBOOTSTRAP_CACHE": DEBOOTSTRAP_CACHE}
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         env=env)
         self.addr: str | None = None
         self.token: str | None = None
 

@@ -6,7 +6,10 @@ Knobs for tests:
 - ``client.internal_errors[function_name] = "message"``: every input of that function ends with
   ``internal_error`` and that message (a crash, an OOM kill);
 - ``client.log_lines``: lines ``app_logs`` hands out;
-- retries run without their delays; a function's ``timeout_ms`` is enforced per attempt.
+- retries run without their delays; a function's ``timeout_ms`` is enforced per attempt;
+- images: ``build_image`` checks the spec against schema/images.capnp, records it in
+  ``client.image_builds`` and emits step/line events; ``client.image_failures[label_part] =
+  (exit_code, lines)`` fails the step whose label contains ``label_part``.
 """
 
 from __future__ import annotations
@@ -257,6 +260,12 @@ class FakeClient:
         self.log_lines: List[Dict[str, Any]] = []
         self.stopped_containers: List[str] = []
         self.remote_calls = 0
+        self.images: Dict[str, Dict[str, Any]] = {}
+        self.image_builds: List[Dict[str, Any]] = []
+        #: label substring -> (exit code, output lines): that build step fails.
+        self.image_failures: Dict[str, Tuple[int, List[str]]] = {}
+        #: whether cached steps send a "cached" event (the server may answer at once instead)
+        self.image_cached_events = True
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}-{next(self._ids):06x}"
@@ -403,3 +412,140 @@ class FakeClient:
 
     def stop_container(self, container_id: str) -> None:
         self.stopped_containers.append(container_id)
+
+    # --- images ---
+
+    def build_image(self, spec: Dict[str, Any]) -> "FakeBuild":
+        return _image_build(self, spec)
+
+    def list_images(self) -> List[Dict[str, Any]]:
+        return [dict(info) for info in self.images.values()]
+
+    def inspect_image(self, image_id: str) -> Dict[str, Any]:
+        info = self.images.get(image_id)
+        if info is None:
+            raise RpcError("not_found", f"no image {image_id}")
+        return dict(info)
+
+    def remove_image(self, image_id: str) -> None:
+        if image_id not in self.images:
+            raise RpcError("not_found", f"no image {image_id}")
+        children = [i for i, info in self.images.items() if info["parent_id"] == image_id]
+        if children:
+            raise RpcError("invalid_argument", f"the image {children[0]} is built on {image_id}")
+        del self.images[image_id]
+
+
+# --- images (schema/images.capnp) ---------------------------------------------------------------------
+
+IMAGE_STEP_KEYS = {"kind", "args", "blob", "env", "force_build", "registry_auth", "label"}
+IMAGE_KINDS = {
+    "debian_slim", "scratch", "registry", "apt_install", "pip_install", "run_commands",
+    "run_function", "add_files", "env", "workdir", "user", "entrypoint", "cmd",
+}
+IMAGE_METADATA = {"env", "workdir", "user", "entrypoint", "cmd"}
+
+
+class FakeBuild:
+    """A build handle: hands out the events of a build already computed, a few per poll."""
+
+    def __init__(self, events: List[Dict[str, Any]], result: Dict[str, Any], error: Optional[RpcError]):
+        self._events = list(events)
+        self._result = result
+        self._error = error
+        self.polls = 0
+        self.closed = False
+
+    def poll(self, timeout_s: float) -> Tuple[List[Dict[str, Any]], bool]:
+        self.polls += 1
+        events, self._events = self._events[:3], self._events[3:]
+        return events, not self._events
+
+    def result(self) -> Dict[str, Any]:
+        if self._events:
+            raise RpcError("internal", "result() before the build is done")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _image_build(client: "FakeClient", spec: Dict[str, Any]) -> FakeBuild:
+    """Like the image_builder: ids chained from the parent and the canonical step; a step runs
+    when its id is unknown, forced, SHOAL_IGNORE_CACHE is set (layer steps), or its parent ran."""
+    if set(spec) != {"steps", "ignore_cache"}:
+        raise RpcError("invalid_argument", f"image spec keys {sorted(spec)}")
+    steps = spec["steps"]
+    if not steps:
+        raise RpcError("invalid_argument", "an image spec needs a base step")
+    client.image_builds.append(spec)
+    events: List[Dict[str, Any]] = []
+    results: List[Dict[str, Any]] = []
+    parent = ""
+    rebuilt = False
+    env: Dict[str, str] = {}
+    for index, step in enumerate(steps):
+        if set(step) != IMAGE_STEP_KEYS:
+            raise RpcError("invalid_argument", f"step {index + 1}: keys {sorted(step)}")
+        kind = step["kind"]
+        if kind not in IMAGE_KINDS:
+            raise RpcError("invalid_argument", f"step {index + 1}: unknown kind {kind!r}")
+        if (index == 0) != (kind in ("debian_slim", "scratch", "registry")):
+            raise RpcError("invalid_argument", f"step {index + 1}: {kind} in the wrong place")
+        if not isinstance(step["args"], list) or not all(isinstance(a, str) for a in step["args"]):
+            raise RpcError("invalid_argument", f"step {index + 1}: args must be a list of str")
+        if step["blob"] and step["blob"] not in client.blobs:
+            raise RpcError("invalid_argument", f"step {index + 1}: blob {step['blob']} was not uploaded")
+        canonical = "\x00".join([kind, *step["args"], step["blob"]])
+        image_id = "im-" + hashlib.sha256(f"{parent}\n{canonical}".encode()).hexdigest()[:32]
+        layer = kind not in IMAGE_METADATA
+        reason = ""
+        if step["force_build"]:
+            reason = "forced (force_build=True)"
+        elif spec["ignore_cache"] and layer and index > 0:
+            reason = "SHOAL_IGNORE_CACHE is set"
+        elif rebuilt:
+            reason = "its parent was rebuilt"
+        elif image_id not in client.images:
+            reason = "no cached layer for this step (it or an input changed)"
+        if kind == "env":
+            env.update(a.split("=", 1) for a in step["args"])
+        failure = next((v for k, v in client.image_failures.items() if k in step["label"]), None)
+        if not reason:
+            status = {"index": index, "image_id": image_id, "status": "cached", "reason": "",
+                      "duration_ms": 0, "layer_bytes": 0}
+            if client.image_cached_events:
+                events.append(dict(status, type="step"))
+            results.append(status)
+            parent = image_id
+            continue
+        rebuilt = True
+        events.append({"type": "step", "index": index, "image_id": image_id, "status": "building",
+                       "reason": reason, "duration_ms": 0, "layer_bytes": 0})
+        if kind == "run_commands":
+            for command in step["args"]:
+                events.append({"type": "line", "index": index, "text": f"+ {command}"})
+        if failure is not None:
+            code, lines = failure
+            for line in lines:
+                events.append({"type": "line", "index": index, "text": line})
+            events.append({"type": "step", "index": index, "image_id": image_id, "status": "failed",
+                           "reason": reason, "duration_ms": 2100, "layer_bytes": 0})
+            error = RpcError("invalid_argument", f"step {index + 1} ({step['label']}) failed with exit code {code}")
+            return FakeBuild(events, {}, error)
+        built = {"index": index, "image_id": image_id, "status": "built", "reason": reason,
+                 "duration_ms": 2100 if layer else 0, "layer_bytes": 12_300_000 if layer else 0}
+        events.append(dict(built, type="step"))
+        results.append(built)
+        base = client.images.get(parent, {"layers": [], "content_bytes": 0})
+        client.images[image_id] = {
+            "image_id": image_id, "parent_id": parent, "step": canonical.replace("\x00", " "),
+            "created_at_ms": 1700000000000 + len(client.images),
+            "layers": base["layers"] + ([hashlib.sha256(image_id.encode()).hexdigest()] if layer else []),
+            "content_bytes": base["content_bytes"] + built["layer_bytes"], "env": dict(env), "workdir": "/app",
+            "user": "", "entrypoint": [], "cmd": ["python"], "python": "/usr/bin/python3",
+        }
+        parent = image_id
+    return FakeBuild(events, {"image_id": parent, "steps": results}, None)

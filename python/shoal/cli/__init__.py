@@ -38,6 +38,7 @@ examples:
   shoal cluster up                 start (or find) the local cluster and show its status
   shoal actor list                 what is running inside shoald
   shoal queue list                 named queues (and `shoal dict list` for dicts)
+  shoal image list                 the images built for your functions
   shoal token new --label ci       create a token for another machine
   shoal token set --server build-1:7650 --token tok-...
                                    use a remote shoald from this machine
@@ -94,7 +95,7 @@ def note(message: str) -> None:
 
 def build_parser() -> Parser:
     from . import actor, app_cmd, cluster, config_cmd, container, run, token  # noqa: PLC0415
-    from . import dict_cmd, environment_cmd, queue_cmd, secret_cmd  # noqa: PLC0415
+    from . import dict_cmd, environment_cmd, image_cmd, queue_cmd, secret_cmd  # noqa: PLC0415
 
     parser = Parser(prog="shoal", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"shoal {__version__}")
@@ -115,6 +116,7 @@ def build_parser() -> Parser:
     dict_cmd.register(subparsers)
     secret_cmd.register(subparsers)
     environment_cmd.register(subparsers)
+    image_cmd.register(subparsers)
     _add_env_option(subparsers)
     return parser
 

@@ -1,0 +1,1337 @@
+#include "fs/chunk_store.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <functional>
+#include <thread>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <rocksdb/db.h>
+#include <rocksdb/iterator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/status.h>
+#include <rocksdb/write_batch.h>
+
+#include "fs/detail/io_ring.hpp"
+#include "runtime/errc.hpp"
+#include "runtime/log.hpp"
+
+namespace shoal::fs {
+
+using detail::io_group;
+using detail::io_kind;
+using detail::io_op;
+using detail::io_ring;
+
+// -- chunk ids and hashing ------------------------------------------------------------------------
+
+std::string chunk_id::hex() const {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out(64, '0');
+  for (size_t i = 0; i < 32; ++i) {
+    out[2 * i] = digits[bytes[i] >> 4];
+    out[2 * i + 1] = digits[bytes[i] & 0xF];
+  }
+  return out;
+}
+
+std::optional<chunk_id> chunk_id::from_hex(std::string_view hex) {
+  if (hex.size() != 64)
+    return std::nullopt;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9')
+      return c - '0';
+    if (c >= 'a' && c <= 'f')
+      return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+      return c - 'A' + 10;
+    return -1;
+  };
+  chunk_id id;
+  for (size_t i = 0; i < 32; ++i) {
+    int hi = nibble(hex[2 * i]);
+    int lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return std::nullopt;
+    id.bytes[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  return id;
+}
+
+std::optional<chunk_id> chunk_id::from_raw(std::string_view raw) {
+  if (raw.size() != 32)
+    return std::nullopt;
+  chunk_id id;
+  std::memcpy(id.bytes.data(), raw.data(), 32);
+  return id;
+}
+
+namespace {
+
+/// Fetched once: OpenSSL 3's implicit fetch in EVP_sha256() costs more than hashing a small chunk.
+const EVP_MD* sha256_md() {
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md != nullptr ? md : EVP_sha256();
+}
+
+struct md_ctx {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  ~md_ctx() { EVP_MD_CTX_free(ctx); }
+};
+
+chunk_id sha256(const char* data, size_t size) {
+  thread_local md_ctx holder; // one context per thread, reused
+  chunk_id id;
+  unsigned len = 32;
+  EVP_DigestInit_ex(holder.ctx, sha256_md(), nullptr);
+  EVP_DigestUpdate(holder.ctx, data, size);
+  EVP_DigestFinal_ex(holder.ctx, id.bytes.data(), &len);
+  return id;
+}
+
+} // namespace
+
+chunk_id hash_chunk(std::string_view data) {
+  return sha256(data.data(), data.size());
+}
+
+// -- on-disk formats ------------------------------------------------------------------------------
+
+namespace {
+
+/// Where a chunk lives. Index value: pack (u32 LE), offset (u64 LE), size (u32 LE).
+struct location {
+  uint32_t pack = 0;
+  uint64_t offset = 0;
+  uint32_t size = 0;
+};
+
+template <class T>
+void put_le(std::string& out, T value) {
+  for (size_t i = 0; i < sizeof(T); ++i)
+    out.push_back(static_cast<char>((static_cast<uint64_t>(value) >> (8 * i)) & 0xFF));
+}
+
+template <class T>
+T get_le(const char* p) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < sizeof(T); ++i)
+    v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return static_cast<T>(v);
+}
+
+std::string encode_location(const location& loc) {
+  std::string out;
+  out.reserve(16);
+  put_le<uint32_t>(out, loc.pack);
+  put_le<uint64_t>(out, loc.offset);
+  put_le<uint32_t>(out, loc.size);
+  return out;
+}
+
+std::optional<location> decode_location(std::string_view v) {
+  if (v.size() != 16)
+    return std::nullopt;
+  return location{get_le<uint32_t>(v.data()), get_le<uint64_t>(v.data() + 4),
+                  get_le<uint32_t>(v.data() + 12)};
+}
+
+/// Index keys besides the 32-byte chunk ids (different lengths, so they never collide):
+/// "pack/000001" -> the committed end of that pack (u64 LE); "stats" -> chunks, bytes (u64 LE).
+constexpr std::string_view pack_key_prefix = "pack/";
+constexpr std::string_view stats_key = "stats";
+
+std::string pack_number_text(uint32_t pack) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "%06u", pack);
+  return buf;
+}
+
+std::string pack_key(uint32_t pack) {
+  return std::string{pack_key_prefix} + pack_number_text(pack);
+}
+
+std::string pack_file_name(uint32_t pack) {
+  return "pack-" + pack_number_text(pack) + ".dat";
+}
+
+/// "pack-000123.dat" -> 123.
+std::optional<uint32_t> parse_pack_file_name(std::string_view name) {
+  if (name.size() < 10 || name.substr(0, 5) != "pack-" || name.substr(name.size() - 4) != ".dat")
+    return std::nullopt;
+  auto digits = name.substr(5, name.size() - 9);
+  if (digits.empty() || digits.size() > 9)
+    return std::nullopt;
+  uint32_t n = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    n = n * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return n == 0 ? std::nullopt : std::optional<uint32_t>{n};
+}
+
+std::string errno_text(int e) {
+  return std::strerror(e);
+}
+
+caf::error io_failure(std::string what, int e) {
+  return make_error(errc::storage_failure, std::move(what) + ": " + errno_text(e));
+}
+
+caf::error db_failure(std::string what, const rocksdb::Status& st) {
+  return make_error(errc::storage_failure, std::move(what) + ": " + st.ToString());
+}
+
+/// Page-aligned scratch memory for a pipeline's windows.
+struct slab {
+  char* data = nullptr;
+  explicit slab(size_t size) {
+    if (posix_memalign(reinterpret_cast<void**>(&data), 4096, size) != 0)
+      data = nullptr;
+  }
+  ~slab() { std::free(data); }
+  slab(const slab&) = delete;
+  slab& operator=(const slab&) = delete;
+};
+
+/// O_DIRECT reads are aligned to this (any logical block size up to 4 KiB).
+constexpr size_t direct_align = 4096;
+/// Chunks at least this large are read with O_DIRECT by write_files.
+constexpr uint32_t direct_read_min_bytes = 256u << 10;
+
+/// Bytes per pipeline window, and how many windows rotate (read / hash / write).
+constexpr size_t window_bytes = 16u << 20;
+constexpr size_t window_count = 3;
+
+/// Runs `f` when the scope ends (error paths of the pipelines: drain the ring before the groups
+/// and buffers it points into are destroyed).
+template <class F>
+struct scope_exit {
+  F f;
+  ~scope_exit() { f(); }
+};
+template <class F>
+scope_exit(F) -> scope_exit<F>;
+
+/// Hashes a window's chunks on the calling thread and one helper thread together, so hashing
+/// (the pipeline's largest CPU cost) does not serialise with the copies the calling thread does
+/// when it submits reads and writes. The helper thread lives as long as the object (one pipeline
+/// call). Items are taken from a shared counter: `start` returns at once, `finish` helps and
+/// returns when every item is done.
+class hash_pool {
+public:
+  hash_pool() = default;
+
+  /// Starts the helper thread (once); without it everything is hashed by the caller.
+  void enable_helper() {
+    if (!helper_.joinable())
+      helper_ = std::thread{[this] { run(); }};
+  }
+  ~hash_pool() {
+    if (helper_.joinable()) {
+      {
+        std::lock_guard lock{mutex_};
+        stop_ = true;
+      }
+      wake_.notify_one();
+      helper_.join();
+    }
+  }
+  hash_pool(const hash_pool&) = delete;
+  hash_pool& operator=(const hash_pool&) = delete;
+
+  /// `fn(i)` for i in [0, n), possibly on the helper thread. Call `finish` before the next start.
+  void start(size_t n, std::function<void(size_t)> fn) {
+    std::unique_lock lock{mutex_};
+    finished_.wait(lock, [&] { return !busy_; }); // the helper may still hold the last job
+    fn_ = std::move(fn);
+    n_ = n;
+    next_.store(0);
+    done_ = 0;
+    ++generation_;
+    if (helper_.joinable())
+      wake_.notify_one();
+  }
+
+  /// Works on the remaining items, then waits for the helper's.
+  void finish() {
+    size_t mine = work(n_);
+    std::unique_lock lock{mutex_};
+    done_ += mine;
+    finished_.wait(lock, [&] { return done_ >= n_ && !busy_; });
+  }
+
+private:
+  size_t work(size_t n) {
+    size_t count = 0;
+    for (size_t i = next_.fetch_add(1); i < n; i = next_.fetch_add(1)) {
+      fn_(i);
+      ++count;
+    }
+    return count;
+  }
+
+  void run() {
+    uint64_t seen = 0;
+    std::unique_lock lock{mutex_};
+    for (;;) {
+      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_)
+        return;
+      seen = generation_;
+      busy_ = true;
+      size_t n = n_;
+      lock.unlock();
+      size_t mine = work(n);
+      lock.lock();
+      done_ += mine;
+      busy_ = false;
+      finished_.notify_all();
+    }
+  }
+
+  std::thread helper_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable finished_;
+  std::function<void(size_t)> fn_;
+  size_t n_ = 0;
+  std::atomic<size_t> next_{0};
+  size_t done_ = 0;
+  uint64_t generation_ = 0;
+  bool busy_ = false; ///< the helper is inside work()
+  bool stop_ = false;
+};
+
+/// Windows smaller than this hash on the calling thread only (a thread costs ~50 µs).
+constexpr uint64_t parallel_hash_min_bytes = 2u << 20;
+
+} // namespace
+
+// -- the store ------------------------------------------------------------------------------------
+
+struct chunk_store::impl {
+  std::string dir;
+  chunk_store_options options;
+  rocksdb::DB* db = nullptr;
+
+  /// Pack file descriptors by number (O_RDWR; never closed before the store). Readers take the
+  /// lock shared; the writer takes it exclusively only to add a new pack.
+  mutable std::shared_mutex packs_mutex;
+  std::map<uint32_t, int> pack_fds;
+  /// The same packs opened O_DIRECT for bulk reads (write_files), opened on first use; -1 when
+  /// the file system refuses O_DIRECT (buffered reads are used then).
+  mutable std::map<uint32_t, int> direct_fds;
+
+  /// Serialises writers. Everything below it up to the counters is guarded by it.
+  std::mutex write_mutex;
+  std::unique_ptr<io_ring> write_ring;
+  uint32_t open_pack = 0; ///< 0: no pack yet
+  uint64_t open_size = 0; ///< bytes appended to the open pack (committed or being written)
+  std::map<uint32_t, uint64_t> committed; ///< pack -> end covered by the index
+
+  /// Idle rings for readers (one ring per call, reused).
+  mutable std::mutex rings_mutex;
+  mutable std::vector<std::unique_ptr<io_ring>> idle_rings;
+
+  std::atomic<uint64_t> chunk_count{0};
+  std::atomic<uint64_t> byte_count{0};
+  std::atomic<uint32_t> pack_count{0};
+  std::atomic<uint64_t> puts{0};
+  std::atomic<uint64_t> deduplicated{0};
+  mutable std::atomic<uint64_t> reads{0};
+
+  ~impl() {
+    if (write_ring)
+      write_ring->drain();
+    write_ring.reset();
+    idle_rings.clear();
+    for (auto& [n, fd] : pack_fds)
+      ::close(fd);
+    for (auto& [n, fd] : direct_fds)
+      if (fd >= 0)
+        ::close(fd);
+    if (db != nullptr) {
+      auto st = db->Close();
+      if (!st.ok())
+        log::warn("chunk_index_close_failed").kv("dir", dir).kv("status", st.ToString());
+      delete db;
+    }
+  }
+
+  std::string pack_path(uint32_t pack) const { return dir + "/" + pack_file_name(pack); }
+
+  int fd_of(uint32_t pack) const {
+    std::shared_lock lock{packs_mutex};
+    auto i = pack_fds.find(pack);
+    return i == pack_fds.end() ? -1 : i->second;
+  }
+
+  /// The O_DIRECT descriptor of a pack, or -1 (use fd_of then).
+  int direct_fd_of(uint32_t pack) const {
+    {
+      std::shared_lock lock{packs_mutex};
+      auto i = direct_fds.find(pack);
+      if (i != direct_fds.end())
+        return i->second;
+    }
+    std::unique_lock lock{packs_mutex};
+    auto i = direct_fds.find(pack);
+    if (i != direct_fds.end())
+      return i->second;
+    int fd = ::open(pack_path(pack).c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    direct_fds[pack] = fd;
+    return fd;
+  }
+
+  // -- rings ---
+
+  caf::expected<std::unique_ptr<io_ring>> acquire_ring() const {
+    {
+      std::lock_guard lock{rings_mutex};
+      if (!idle_rings.empty()) {
+        auto r = std::move(idle_rings.back());
+        idle_rings.pop_back();
+        return r;
+      }
+    }
+    int e = 0;
+    auto r = io_ring::make(options.queue_depth, &e);
+    if (!r)
+      return io_failure("creating an io_uring of depth " + std::to_string(options.queue_depth)
+                          + " for the chunk store in " + dir,
+                        e);
+    return r;
+  }
+
+  void release_ring(std::unique_ptr<io_ring> r) const {
+    if (!r || r->broken())
+      return;
+    r->drain();
+    std::lock_guard lock{rings_mutex};
+    if (idle_rings.size() < 4)
+      idle_rings.push_back(std::move(r));
+  }
+
+  // -- index ---
+
+  /// Looks up many ids at once; nullopt entries are absent.
+  caf::expected<std::vector<std::optional<location>>>
+  lookup(const std::vector<const chunk_id*>& ids) const {
+    std::vector<std::optional<location>> out(ids.size());
+    if (ids.empty())
+      return out;
+    std::vector<rocksdb::Slice> keys;
+    keys.reserve(ids.size());
+    for (auto* id : ids)
+      keys.emplace_back(reinterpret_cast<const char*>(id->bytes.data()), 32);
+    std::vector<std::string> values;
+    auto statuses = db->MultiGet(rocksdb::ReadOptions{}, keys, &values);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (statuses[i].IsNotFound())
+        continue;
+      if (!statuses[i].ok())
+        return db_failure("reading chunk " + ids[i]->hex() + " from the index in " + dir
+                            + "/index",
+                          statuses[i]);
+      auto loc = decode_location(values[i]);
+      if (!loc)
+        return make_error(errc::storage_failure,
+                          "the index entry of chunk " + ids[i]->hex() + " in " + dir
+                            + "/index is malformed: the index is damaged");
+      out[i] = *loc;
+    }
+    return out;
+  }
+
+  caf::expected<std::optional<location>> lookup_one(const chunk_id& id) const {
+    std::string value;
+    auto st = db->Get(rocksdb::ReadOptions{}, rocksdb::Slice{id.raw().data(), 32}, &value);
+    if (st.IsNotFound())
+      return std::optional<location>{};
+    if (!st.ok())
+      return db_failure("reading chunk " + id.hex() + " from the index in " + dir + "/index", st);
+    auto loc = decode_location(value);
+    if (!loc)
+      return make_error(errc::storage_failure, "the index entry of chunk " + id.hex() + " in "
+                                                 + dir + "/index is malformed");
+    return std::optional<location>{*loc};
+  }
+
+  caf::error not_found(const chunk_id& id) const {
+    return make_error(errc::not_found, "chunk " + id.hex() + " is not in the chunk store at " + dir
+                                         + " (fetch it from a peer or re-import its layer)");
+  }
+
+  caf::error corrupt(const chunk_id& id, const location& loc, const chunk_id& actual) const {
+    return make_error(errc::storage_failure,
+                      "chunk " + id.hex() + " in " + pack_path(loc.pack) + " at offset "
+                        + std::to_string(loc.offset) + " (" + std::to_string(loc.size)
+                        + " bytes) is corrupt: its bytes hash to " + actual.hex()
+                        + "; delete the images that use it and pull or build them again");
+  }
+
+  caf::error read_failure(const io_group& g, const std::vector<location>& locs) const {
+    std::string where = "a pack in " + dir;
+    if (g.failed != nullptr && g.failed->tag < locs.size()) {
+      const auto& loc = locs[g.failed->tag];
+      where = pack_path(loc.pack) + " at offset " + std::to_string(loc.offset);
+    }
+    if (g.short_read)
+      return make_error(errc::storage_failure,
+                        "reading " + where + ": the pack ends early (truncated by something other "
+                                             "than the chunk store)");
+    return io_failure("reading " + where, g.error);
+  }
+
+  // -- writing ---
+
+  /// One writer's uncommitted work.
+  struct txn {
+    std::vector<std::pair<chunk_id, location>> added;
+    std::unordered_map<chunk_id, location, chunk_id_hash> pending;
+    std::map<uint32_t, uint64_t> touched; ///< pack -> end of this txn's appends
+  };
+
+  /// Starts a new pack when `size` does not fit the open one. Needs write_mutex.
+  caf::error ensure_room(uint64_t size) {
+    if (open_pack != 0 && (open_size == 0 || open_size + size <= options.pack_size_limit))
+      return {};
+    uint32_t next = open_pack + 1;
+    auto path = pack_path(next);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+      return io_failure("creating pack " + path, errno);
+    if (options.sync) {
+      int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+      }
+    }
+    {
+      std::unique_lock lock{packs_mutex};
+      pack_fds[next] = fd;
+    }
+    committed[next] = 0;
+    open_pack = next;
+    open_size = 0;
+    ++pack_count;
+    return {};
+  }
+
+  /// Decides whether the chunk must be written: nullopt when it is stored already (or earlier in
+  /// this txn), otherwise the location it is appended at. Needs write_mutex.
+  caf::expected<std::optional<location>> stage(txn& t, const chunk_id& id, uint32_t size,
+                                               const std::optional<location>* known) {
+    ++puts;
+    if (t.pending.count(id) != 0) {
+      ++deduplicated;
+      return std::optional<location>{};
+    }
+    std::optional<location> present;
+    if (known != nullptr) {
+      present = *known;
+    } else {
+      auto found = lookup_one(id);
+      if (!found)
+        return std::move(found.error());
+      present = *found;
+    }
+    if (present) {
+      ++deduplicated;
+      return std::optional<location>{};
+    }
+    if (auto err = ensure_room(size))
+      return err;
+    location loc{open_pack, open_size, size};
+    open_size += size;
+    t.pending.emplace(id, loc);
+    t.added.emplace_back(id, loc);
+    auto& end = t.touched[loc.pack];
+    end = std::max(end, loc.offset + size);
+    return std::optional<location>{loc};
+  }
+
+  /// Forgets a failed txn's appends (truncates the packs back). Needs write_mutex.
+  void rollback(txn& t) {
+    for (auto& [pack, end] : t.touched) {
+      uint64_t keep = committed[pack];
+      int fd = fd_of(pack);
+      if (fd >= 0 && ::ftruncate(fd, static_cast<off_t>(keep)) != 0)
+        log::warn("chunk_pack_truncate_failed").kv("pack", pack_path(pack)).kv("error", errno_text(errno));
+      if (pack == open_pack)
+        open_size = keep;
+    }
+    t = txn{};
+  }
+
+  /// Makes a txn durable: packs fdatasync'd, then one (synced) WriteBatch. Needs write_mutex.
+  caf::error commit(txn& t) {
+    if (t.added.empty())
+      return {};
+    if (options.sync)
+      for (auto& [pack, end] : t.touched)
+        if (::fdatasync(fd_of(pack)) != 0) {
+          auto err = io_failure("fdatasync of " + pack_path(pack), errno);
+          rollback(t);
+          return err;
+        }
+    rocksdb::WriteBatch batch;
+    uint64_t chunks = chunk_count.load() + t.added.size();
+    uint64_t bytes = byte_count.load();
+    for (auto& [id, loc] : t.added) {
+      batch.Put(rocksdb::Slice{id.raw().data(), 32}, encode_location(loc));
+      bytes += loc.size;
+    }
+    for (auto& [pack, end] : t.touched)
+      batch.Put(pack_key(pack), [&] {
+        std::string v;
+        put_le<uint64_t>(v, end);
+        return v;
+      }());
+    std::string stats;
+    put_le<uint64_t>(stats, chunks);
+    put_le<uint64_t>(stats, bytes);
+    batch.Put(stats_key, stats);
+    rocksdb::WriteOptions wo;
+    wo.sync = options.sync;
+    auto st = db->Write(wo, &batch);
+    if (!st.ok()) {
+      rollback(t);
+      return db_failure("committing " + std::to_string(t.added.size())
+                          + " chunks to the index in " + dir + "/index",
+                        st);
+    }
+    for (auto& [pack, end] : t.touched)
+      committed[pack] = std::max(committed[pack], end);
+    chunk_count = chunks;
+    byte_count = bytes;
+    t = txn{};
+    return {};
+  }
+
+  caf::error write_failure(const io_group& g) const {
+    std::string where = "the open pack in " + dir;
+    if (g.failed != nullptr) {
+      for (auto& [n, fd] : pack_fds)
+        if (fd == g.failed->fd)
+          where = pack_path(n);
+    }
+    return io_failure("appending to " + where, g.error != 0 ? g.error : EIO);
+  }
+
+  /// Stores already hashed chunks. Needs write_mutex.
+  caf::error store_hashed(const std::vector<std::pair<chunk_id, std::string_view>>& chunks) {
+    txn t;
+    io_group g;
+    auto& ring = *write_ring;
+    scope_exit guard{[&] { ring.drain(); }};
+    size_t queued_bytes = 0;
+    for (auto& [id, data] : chunks) {
+      auto loc = stage(t, id, static_cast<uint32_t>(data.size()), nullptr);
+      if (!loc) {
+        ring.drain();
+        rollback(t);
+        return std::move(loc.error());
+      }
+      if (!*loc || data.empty())
+        continue;
+      io_op op;
+      op.fd = fd_of((*loc)->pack);
+      op.buf = const_cast<char*>(data.data()); // io_uring writes only read from it
+      op.len = static_cast<uint32_t>(data.size());
+      op.offset = (*loc)->offset;
+      op.kind = io_kind::write;
+      ring.add(g, op);
+      queued_bytes += data.size();
+      if (queued_bytes >= window_bytes) {
+        ring.kick();
+        queued_bytes = 0;
+      }
+    }
+    ring.wait(g);
+    if (!g.ok()) {
+      auto err = write_failure(g);
+      ring.drain();
+      rollback(t);
+      return err;
+    }
+    return commit(t);
+  }
+
+  caf::expected<std::vector<std::vector<std::pair<chunk_id, uint32_t>>>>
+  put_files(const std::vector<std::string>& paths, bool store, io_ring& ring);
+
+  caf::error write_files(const std::vector<std::pair<int, std::vector<chunk_id>>>& files,
+                         io_ring& ring) const;
+};
+
+chunk_store::chunk_store(std::unique_ptr<impl> p) : impl_(std::move(p)) {
+  // nop
+}
+
+chunk_store::~chunk_store() = default;
+
+const std::string& chunk_store::dir() const noexcept {
+  return impl_->dir;
+}
+
+caf::expected<std::unique_ptr<chunk_store>> chunk_store::open(const std::string& dir,
+                                                              chunk_store_options options) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return make_error(errc::storage_failure,
+                      "creating the chunk store directory " + dir + ": " + ec.message());
+  auto self = std::make_unique<impl>();
+  self->dir = dir;
+  self->options = options;
+  if (self->options.queue_depth == 0)
+    self->options.queue_depth = 1;
+
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  auto st = rocksdb::DB::Open(db_options, dir + "/index", &self->db);
+  if (!st.ok()) {
+    self->db = nullptr;
+    return db_failure("opening the chunk index " + dir + "/index", st);
+  }
+
+  // Counters and committed pack ends.
+  std::string value;
+  st = self->db->Get(rocksdb::ReadOptions{}, stats_key, &value);
+  if (st.ok() && value.size() == 16) {
+    self->chunk_count = get_le<uint64_t>(value.data());
+    self->byte_count = get_le<uint64_t>(value.data() + 8);
+  } else if (!st.ok() && !st.IsNotFound()) {
+    return db_failure("reading the chunk index counters in " + dir + "/index", st);
+  }
+  {
+    std::unique_ptr<rocksdb::Iterator> it{self->db->NewIterator(rocksdb::ReadOptions{})};
+    for (it->Seek(rocksdb::Slice{pack_key_prefix.data(), pack_key_prefix.size()});
+         it->Valid() && it->key().starts_with(rocksdb::Slice{pack_key_prefix.data(),
+                                                             pack_key_prefix.size()});
+         it->Next()) {
+      auto key = it->key().ToStringView().substr(pack_key_prefix.size());
+      auto n = parse_pack_file_name("pack-" + std::string{key} + ".dat");
+      if (n && it->value().size() == 8)
+        self->committed[*n] = get_le<uint64_t>(it->value().data());
+    }
+    if (!it->status().ok())
+      return db_failure("reading the pack table of " + dir + "/index", it->status());
+  }
+
+  // Packs: open them, cut unindexed tails (a crash between the append and the index commit).
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr)
+    return io_failure("listing the chunk store directory " + dir, errno);
+  std::vector<uint32_t> found;
+  while (auto* ent = ::readdir(d))
+    if (auto n = parse_pack_file_name(ent->d_name))
+      found.push_back(*n);
+  ::closedir(d);
+  std::sort(found.begin(), found.end());
+  for (uint32_t n : found) {
+    auto path = self->pack_path(n);
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+      return io_failure("opening pack " + path, errno);
+    self->pack_fds[n] = fd;
+    struct stat sb{};
+    if (::fstat(fd, &sb) != 0)
+      return io_failure("stat of pack " + path, errno);
+    uint64_t keep = self->committed[n]; // 0 when the index never saw it
+    uint64_t size = static_cast<uint64_t>(sb.st_size);
+    if (size > keep) {
+      if (::ftruncate(fd, static_cast<off_t>(keep)) != 0)
+        return io_failure("truncating the unindexed tail of pack " + path, errno);
+      ::fdatasync(fd);
+      log::info("chunk_pack_tail_truncated")
+        .kv("pack", path)
+        .kv("from", std::to_string(size))
+        .kv("to", std::to_string(keep));
+    } else if (size < keep) {
+      log::warn("chunk_pack_shorter_than_index")
+        .kv("pack", path)
+        .kv("size", std::to_string(size))
+        .kv("indexed", std::to_string(keep));
+    }
+  }
+  self->pack_count = static_cast<uint32_t>(found.size());
+  if (!found.empty()) {
+    self->open_pack = found.back();
+    self->open_size = self->committed[found.back()];
+  }
+
+  int e = 0;
+  self->write_ring = io_ring::make(self->options.queue_depth, &e);
+  if (!self->write_ring)
+    return io_failure("creating an io_uring of depth " + std::to_string(self->options.queue_depth)
+                        + " for the chunk store in " + dir,
+                      e);
+  return std::unique_ptr<chunk_store>{new chunk_store(std::move(self))};
+}
+
+bool chunk_store::contains(const chunk_id& id) const {
+  auto found = impl_->lookup_one(id);
+  return found && found->has_value();
+}
+
+std::vector<chunk_id> chunk_store::missing(const std::vector<chunk_id>& ids) const {
+  std::vector<chunk_id> out;
+  std::unordered_set<chunk_id, chunk_id_hash> seen;
+  std::vector<const chunk_id*> unique;
+  for (auto& id : ids)
+    if (seen.insert(id).second)
+      unique.push_back(&id);
+  auto found = impl_->lookup(unique);
+  for (size_t i = 0; i < unique.size(); ++i)
+    if (!found || !(*found)[i])
+      out.push_back(*unique[i]);
+  return out;
+}
+
+std::optional<uint32_t> chunk_store::size_of(const chunk_id& id) const {
+  auto found = impl_->lookup_one(id);
+  if (!found || !*found)
+    return std::nullopt;
+  return (*found)->size;
+}
+
+caf::expected<std::vector<chunk_id>> chunk_store::put(const std::vector<std::string_view>& chunks) {
+  std::vector<std::pair<chunk_id, std::string_view>> hashed;
+  hashed.reserve(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (chunks[i].size() > max_chunk_size)
+      return make_error(errc::invalid_argument,
+                        "chunk " + std::to_string(i) + " of the batch has "
+                          + std::to_string(chunks[i].size()) + " bytes, more than the limit of "
+                          + std::to_string(max_chunk_size) + ": cut it into smaller chunks");
+  }
+  for (auto& c : chunks)
+    hashed.emplace_back(hash_chunk(c), c);
+  {
+    std::lock_guard lock{impl_->write_mutex};
+    if (auto err = impl_->store_hashed(hashed))
+      return err;
+  }
+  std::vector<chunk_id> ids;
+  ids.reserve(hashed.size());
+  for (auto& h : hashed)
+    ids.push_back(h.first);
+  return ids;
+}
+
+caf::error chunk_store::put_verified(const std::vector<std::pair<chunk_id, std::string_view>>& chunks) {
+  for (auto& [id, data] : chunks) {
+    if (data.size() > max_chunk_size)
+      return make_error(errc::invalid_argument,
+                        "chunk " + id.hex() + " has " + std::to_string(data.size())
+                          + " bytes, more than the limit of " + std::to_string(max_chunk_size));
+    auto actual = hash_chunk(data);
+    if (actual != id)
+      return make_error(errc::storage_failure,
+                        "chunk " + id.hex() + " received from a peer is corrupt: its bytes hash to "
+                          + actual.hex() + "; nothing of the batch was stored");
+  }
+  std::lock_guard lock{impl_->write_mutex};
+  return impl_->store_hashed(chunks);
+}
+
+caf::expected<std::vector<std::string>> chunk_store::get(const std::vector<chunk_id>& ids) const {
+  std::vector<const chunk_id*> ptrs;
+  ptrs.reserve(ids.size());
+  for (auto& id : ids)
+    ptrs.push_back(&id);
+  auto found = impl_->lookup(ptrs);
+  if (!found)
+    return std::move(found.error());
+  std::vector<location> locs(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!(*found)[i])
+      return impl_->not_found(ids[i]);
+    locs[i] = *(*found)[i];
+  }
+  std::vector<std::string> out(ids.size());
+  auto ring = impl_->acquire_ring();
+  if (!ring)
+    return std::move(ring.error());
+  io_group g;
+  {
+    scope_exit guard{[&] { (*ring)->drain(); }};
+    for (size_t i = 0; i < ids.size(); ++i) {
+      out[i].resize(locs[i].size);
+      io_op op;
+      op.fd = impl_->fd_of(locs[i].pack);
+      if (op.fd < 0)
+        return make_error(errc::storage_failure, "chunk " + ids[i].hex() + " is indexed in "
+                                                   + impl_->pack_path(locs[i].pack)
+                                                   + ", which does not exist");
+      op.buf = out[i].data();
+      op.len = locs[i].size;
+      op.offset = locs[i].offset;
+      op.kind = io_kind::read;
+      op.tag = i;
+      (*ring)->add(g, op);
+    }
+    (*ring)->wait(g);
+  }
+  impl_->release_ring(std::move(*ring));
+  if (!g.ok())
+    return impl_->read_failure(g, locs);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto actual = hash_chunk(out[i]);
+    if (actual != ids[i])
+      return impl_->corrupt(ids[i], locs[i], actual);
+  }
+  impl_->reads += ids.size();
+  return out;
+}
+
+caf::expected<std::string> chunk_store::get(const chunk_id& id) const {
+  auto got = get(std::vector<chunk_id>{id});
+  if (!got)
+    return std::move(got.error());
+  return std::move(got->front());
+}
+
+// -- files in, files out --------------------------------------------------------------------------
+
+caf::expected<std::vector<std::vector<std::pair<chunk_id, uint32_t>>>>
+chunk_store::impl::put_files(const std::vector<std::string>& paths, bool store, io_ring& ring) {
+  using result_t = std::vector<std::vector<std::pair<chunk_id, uint32_t>>>;
+  result_t result(paths.size());
+
+  struct source {
+    int fd = -1;
+    uint64_t size = 0;
+    uint64_t next = 0; ///< next offset to schedule
+    bool opened = false;
+  };
+  std::vector<source> files(paths.size());
+  struct piece {
+    size_t file;
+    uint64_t offset;
+    uint32_t len;
+    char* buf;
+  };
+  struct window {
+    std::vector<piece> pieces;
+    io_group reads;
+    io_group writes;
+    std::map<uint32_t, std::pair<uint64_t, uint64_t>> written; ///< pack -> [begin, end)
+  };
+  std::array<window, window_count> windows;
+  std::vector<std::unique_ptr<slab>> slabs;
+  for (size_t i = 0; i < window_count; ++i) {
+    slabs.push_back(std::make_unique<slab>(window_bytes));
+    if (slabs.back()->data == nullptr)
+      return make_error(errc::resource_exhausted, "no memory for the chunk store's read buffers");
+  }
+  io_group background; // sync_file_range: start writeback early, overlapping the hashing
+  txn t;
+  hash_pool hasher; // declared after the buffers it reads: its helper stops first
+  size_t next_file = 0;
+  const size_t max_pieces = std::max<size_t>(1, options.queue_depth / 2);
+
+  auto close_all = [&] {
+    ring.drain();
+    for (auto& f : files)
+      if (f.fd >= 0) {
+        ::close(f.fd);
+        f.fd = -1;
+      }
+  };
+  scope_exit guard{close_all};
+
+  auto fail = [&](caf::error err) -> caf::error {
+    ring.drain();
+    if (store)
+      rollback(t);
+    return err;
+  };
+
+  // Schedules the next window's reads into `w`.
+  auto fill = [&](window& w, char* buf) -> caf::error {
+    w.pieces.clear();
+    w.reads.clear();
+    w.writes.clear();
+    w.written.clear();
+    size_t used = 0;
+    while (next_file < files.size() && w.pieces.size() < max_pieces) {
+      auto& f = files[next_file];
+      if (!f.opened) {
+        f.opened = true;
+        const auto& path = paths[next_file];
+        f.fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+        if (f.fd < 0) {
+          int e = errno;
+          if (e == ENOENT)
+            return make_error(errc::not_found, "file " + path + " vanished before it was stored");
+          return io_failure("opening " + path + " to store it", e);
+        }
+        struct stat sb{};
+        if (::fstat(f.fd, &sb) != 0)
+          return io_failure("stat of " + path, errno);
+        if (!S_ISREG(sb.st_mode))
+          return make_error(errc::invalid_argument, path + " is not a regular file");
+        f.size = static_cast<uint64_t>(sb.st_size);
+        result[next_file].reserve((f.size + file_chunk_size - 1) / file_chunk_size);
+      }
+      if (f.next >= f.size) {
+        if (f.fd >= 0 && f.size == 0) {
+          ::close(f.fd);
+          f.fd = -1;
+        }
+        ++next_file;
+        continue;
+      }
+      auto len = static_cast<uint32_t>(std::min<uint64_t>(file_chunk_size, f.size - f.next));
+      if (used + len > window_bytes)
+        break;
+      w.pieces.push_back({next_file, f.next, len, buf + used});
+      io_op op;
+      op.fd = f.fd;
+      op.buf = buf + used;
+      op.len = len;
+      op.offset = f.next;
+      op.kind = io_kind::read;
+      op.tag = w.pieces.size() - 1;
+      ring.add(w.reads, op);
+      used += len;
+      f.next += len;
+    }
+    ring.kick();
+    return {};
+  };
+
+  if (auto err = fill(windows[0], slabs[0]->data))
+    return fail(std::move(err));
+  for (size_t i = 0;; ++i) {
+    auto& w = windows[i % window_count];
+    if (w.pieces.empty())
+      break;
+    ring.wait(w.reads);
+    if (!w.reads.ok()) {
+      const auto& p = w.pieces[w.reads.failed != nullptr ? w.reads.failed->tag : 0];
+      if (w.reads.short_read)
+        return fail(make_error(errc::storage_failure,
+                               "file " + paths[p.file] + " shrank while it was being stored"));
+      return fail(io_failure("reading " + paths[p.file], w.reads.error));
+    }
+    for (auto& p : w.pieces) {
+      auto& f = files[p.file];
+      if (p.offset + p.len == f.size && f.fd >= 0) {
+        ::close(f.fd);
+        f.fd = -1;
+      }
+    }
+    // Hash this window (with the helper thread) while the next one's reads are submitted and
+    // the previous one's writes are in flight.
+    std::vector<chunk_id> ids(w.pieces.size());
+    uint64_t window_size = 0;
+    for (auto& p : w.pieces)
+      window_size += p.len;
+    if (window_size >= parallel_hash_min_bytes)
+      hasher.enable_helper();
+    hasher.start(w.pieces.size(),
+                 [&](size_t k) { ids[k] = sha256(w.pieces[k].buf, w.pieces[k].len); });
+    // The window after this one reuses the buffers of the one before it: its writes must be done.
+    auto& next = windows[(i + 1) % window_count];
+    caf::error step_error;
+    if (!next.pieces.empty()) {
+      ring.wait(next.writes);
+      if (!next.writes.ok())
+        step_error = write_failure(next.writes);
+      for (auto& [pack, range] : next.written) {
+        io_op op;
+        op.fd = fd_of(pack);
+        op.offset = range.first;
+        op.len = static_cast<uint32_t>(
+          std::min<uint64_t>(range.second - range.first, UINT32_MAX));
+        op.kind = io_kind::sync_range;
+        if (!step_error && options.sync)
+          ring.add(background, op);
+      }
+    }
+    if (!step_error)
+      step_error = fill(next, slabs[(i + 1) % window_count]->data);
+    hasher.finish();
+    if (step_error)
+      return fail(std::move(step_error));
+    for (size_t k = 0; k < w.pieces.size(); ++k)
+      result[w.pieces[k].file].emplace_back(ids[k], w.pieces[k].len);
+    if (!store)
+      continue;
+    std::vector<const chunk_id*> ptrs;
+    ptrs.reserve(ids.size());
+    for (auto& id : ids)
+      ptrs.push_back(&id);
+    auto present = lookup(ptrs);
+    if (!present)
+      return fail(std::move(present.error()));
+    for (size_t k = 0; k < w.pieces.size(); ++k) {
+      auto loc = stage(t, ids[k], w.pieces[k].len, &(*present)[k]);
+      if (!loc)
+        return fail(std::move(loc.error()));
+      if (!*loc)
+        continue;
+      io_op op;
+      op.fd = fd_of((*loc)->pack);
+      op.buf = w.pieces[k].buf;
+      op.len = w.pieces[k].len;
+      op.offset = (*loc)->offset;
+      op.kind = io_kind::write;
+      ring.add(w.writes, op);
+      auto [it, fresh] = w.written.try_emplace((*loc)->pack, (*loc)->offset,
+                                               (*loc)->offset + (*loc)->size);
+      if (!fresh) {
+        it->second.first = std::min(it->second.first, (*loc)->offset);
+        it->second.second = std::max(it->second.second, (*loc)->offset + (*loc)->size);
+      }
+    }
+    ring.kick();
+  }
+  for (auto& w : windows) {
+    ring.wait(w.writes);
+    if (!w.writes.ok())
+      return fail(write_failure(w.writes));
+  }
+  ring.wait(background); // sync_file_range errors only matter through fdatasync below
+  if (store)
+    if (auto err = commit(t))
+      return err;
+  return result;
+}
+
+caf::error chunk_store::impl::write_files(
+  const std::vector<std::pair<int, std::vector<chunk_id>>>& files, io_ring& ring) const {
+  // Every chunk of every file, with where it goes.
+  struct piece {
+    const chunk_id* id;
+    location loc;
+    int fd;
+    uint64_t dest_offset;
+    int pack_fd;
+    char* buf = nullptr; ///< the chunk's bytes inside the window's buffer
+    int direct_fd = -1;  ///< O_DIRECT descriptor of the pack, -1: buffered
+  };
+  std::vector<piece> pieces;
+  std::vector<const chunk_id*> ptrs;
+  for (auto& [fd, chunks] : files)
+    for (auto& id : chunks) {
+      ptrs.push_back(&id);
+      pieces.push_back({&id, {}, fd, 0, -1});
+    }
+  auto found = lookup(ptrs);
+  if (!found)
+    return std::move(found.error());
+  {
+    size_t k = 0;
+    for (auto& [fd, chunks] : files) {
+      uint64_t off = 0;
+      for (size_t c = 0; c < chunks.size(); ++c, ++k) {
+        if (!(*found)[k])
+          return not_found(chunks[c]);
+        pieces[k].loc = *(*found)[k];
+        pieces[k].dest_offset = off;
+        pieces[k].pack_fd = fd_of(pieces[k].loc.pack);
+        // Bulk reads bypass the page cache (no copy, no cache pollution) when the chunk is big
+        // enough for that to pay; small chunks read through the cache.
+        if (options.direct_reads && pieces[k].loc.size >= direct_read_min_bytes)
+          pieces[k].direct_fd = direct_fd_of(pieces[k].loc.pack);
+        if (pieces[k].pack_fd < 0)
+          return make_error(errc::storage_failure, "chunk " + chunks[c].hex() + " is indexed in "
+                                                     + pack_path(pieces[k].loc.pack)
+                                                     + ", which does not exist");
+        off += pieces[k].loc.size;
+      }
+    }
+  }
+
+  struct window {
+    size_t begin = 0, end = 0; ///< pieces[begin, end)
+    io_group reads;
+    io_group writes;
+    std::vector<location> locs; ///< for error messages, by op tag
+  };
+  std::array<window, window_count> windows;
+  std::vector<std::unique_ptr<slab>> slabs;
+  // A chunk larger than a window (layer manifests) gets a window of its own size.
+  size_t largest = window_bytes;
+  for (auto& p : pieces)
+    largest = std::max<size_t>(largest, p.loc.size);
+  const size_t max_pieces = std::max<size_t>(1, options.queue_depth / 2);
+  // Room for rounding every piece out to direct_align on both sides.
+  const size_t slab_size = largest + (max_pieces + 1) * 2 * direct_align;
+  for (size_t i = 0; i < window_count; ++i) {
+    slabs.push_back(std::make_unique<slab>(slab_size));
+    if (slabs.back()->data == nullptr)
+      return make_error(errc::resource_exhausted, "no memory for the chunk store's read buffers");
+  }
+  scope_exit guard{[&] { ring.drain(); }};
+  hash_pool hasher; // declared after the buffers it reads: its helper stops first
+  size_t next_piece = 0;
+  auto fill = [&](window& w, char* buf) {
+    w.reads.clear();
+    w.writes.clear();
+    w.locs.clear();
+    w.begin = next_piece;
+    size_t used = 0;
+    while (next_piece < pieces.size() && next_piece - w.begin < max_pieces) {
+      auto& p = pieces[next_piece];
+      if (used > 0 && used + p.loc.size > largest)
+        break;
+      io_op op;
+      op.kind = io_kind::read;
+      op.tag = w.locs.size();
+      if (p.direct_fd >= 0) {
+        uint64_t first = p.loc.offset & ~uint64_t{direct_align - 1};
+        uint64_t last = (p.loc.offset + p.loc.size + direct_align - 1) & ~uint64_t{direct_align - 1};
+        used = (used + direct_align - 1) & ~(direct_align - 1);
+        op.fd = p.direct_fd;
+        op.buf = buf + used;
+        op.offset = first;
+        op.len = static_cast<uint32_t>(last - first);
+        op.need = static_cast<uint32_t>(p.loc.offset + p.loc.size - first);
+        p.buf = op.buf + (p.loc.offset - first);
+        used += op.len;
+      } else {
+        p.buf = buf + used;
+        op.fd = p.pack_fd;
+        op.buf = p.buf;
+        op.len = p.loc.size;
+        op.offset = p.loc.offset;
+        used += p.loc.size;
+      }
+      w.locs.push_back(p.loc);
+      ring.add(w.reads, op);
+      ++next_piece;
+    }
+    w.end = next_piece;
+    ring.kick();
+  };
+
+  fill(windows[0], slabs[0]->data);
+  uint64_t chunks_read = 0;
+  for (size_t i = 0;; ++i) {
+    auto& w = windows[i % window_count];
+    if (w.begin == w.end)
+      break;
+    ring.wait(w.reads);
+    if (!w.reads.ok())
+      return read_failure(w.reads, w.locs);
+    // Verify this window (with the helper thread) while the next one's reads are submitted.
+    std::vector<chunk_id> actual(w.end - w.begin);
+    uint64_t window_size = 0;
+    for (size_t k = w.begin; k < w.end; ++k)
+      window_size += pieces[k].loc.size;
+    if (window_size >= parallel_hash_min_bytes)
+      hasher.enable_helper();
+    hasher.start(actual.size(), [&](size_t k) {
+      auto& p = pieces[w.begin + k];
+      actual[k] = sha256(p.buf, p.loc.size);
+    });
+    auto& next = windows[(i + 1) % window_count];
+    int write_error = 0;
+    if (next.begin != next.end) {
+      ring.wait(next.writes);
+      if (!next.writes.ok())
+        write_error = next.writes.error != 0 ? next.writes.error : EIO;
+    }
+    if (write_error == 0)
+      fill(next, slabs[(i + 1) % window_count]->data);
+    hasher.finish();
+    if (write_error != 0)
+      return io_failure("writing a file being materialised", write_error);
+    for (size_t k = w.begin; k < w.end; ++k) {
+      auto& p = pieces[k];
+      const auto& actual_id = actual[k - w.begin];      if (actual_id != *p.id)
+        return corrupt(*p.id, p.loc, actual_id);
+      io_op op;
+      op.fd = p.fd;
+      op.buf = p.buf;
+      op.len = p.loc.size;
+      op.offset = p.dest_offset;
+      op.kind = io_kind::write;
+      ring.add(w.writes, op);
+    }
+    chunks_read += w.end - w.begin;
+    ring.kick();
+  }
+  for (auto& w : windows) {
+    ring.wait(w.writes);
+    if (!w.writes.ok())
+      return io_failure("writing a file being materialised", w.writes.error);
+  }
+  reads += chunks_read;
+  return {};
+}
+
+caf::expected<std::vector<std::pair<chunk_id, uint32_t>>>
+chunk_store::put_file(const std::string& path) {
+  auto all = put_files(std::vector<std::string>{path}, put_files_options{});
+  if (!all)
+    return std::move(all.error());
+  return std::move(all->front());
+}
+
+caf::expected<std::vector<std::vector<std::pair<chunk_id, uint32_t>>>>
+chunk_store::put_files(const std::vector<std::string>& paths, put_files_options options) {
+  if (options.store) {
+    std::lock_guard lock{impl_->write_mutex};
+    return impl_->put_files(paths, true, *impl_->write_ring);
+  }
+  auto ring = impl_->acquire_ring();
+  if (!ring)
+    return std::move(ring.error());
+  auto out = impl_->put_files(paths, false, **ring);
+  impl_->release_ring(std::move(*ring));
+  return out;
+}
+
+caf::error chunk_store::write_file(int fd, const std::vector<chunk_id>& chunks) const {
+  return write_files({{fd, chunks}});
+}
+
+caf::error
+chunk_store::write_files(const std::vector<std::pair<int, std::vector<chunk_id>>>& files) const {
+  auto ring = impl_->acquire_ring();
+  if (!ring)
+    return std::move(ring.error());
+  auto err = impl_->write_files(files, **ring);
+  impl_->release_ring(std::move(*ring));
+  return err;
+}
+
+chunk_store_stats chunk_store::stats() const {
+  chunk_store_stats s;
+  s.chunks = impl_->chunk_count.load();
+  s.bytes = impl_->byte_count.load();
+  s.packs = impl_->pack_count.load();
+  s.puts = impl_->puts.load();
+  s.deduplicated = impl_->deduplicated.load();
+  s.reads = impl_->reads.load();
+  return s;
+}
+
+} // namespace shoal::fs

@@ -1,0 +1,151 @@
+#pragma once
+/// `chunk_store`: content-addressed storage for file data, layer manifests and (later) volumes.
+///
+///     <dir>/pack-000001.dat ...   append-only pack files; a chunk is [bytes] at (pack, offset)
+///     <dir>/index/                RocksDB: chunk id (32 bytes) -> location (pack, offset, size)
+///
+/// A chunk is stored once however many layers or images contain it. Writes append to the open
+/// pack with io_uring, fdatasync it, then commit the index entries in one synced WriteBatch: a
+/// chunk is in the index only once its bytes are durable. A crash may leave unindexed bytes at
+/// a pack's end; they are never read and are truncated at the next open. Reads go through
+/// io_uring in batches and every chunk is verified against its id: a mismatch is an error naming
+/// the chunk (errc::storage_failure), never bad data.
+///
+/// Threads: every method may be called from any thread. Writers are serialised internally (one
+/// pack is open for appends); readers run concurrently (one ring per call).
+
+#include <array>
+#include <cstring>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+namespace shoal::fs {
+
+/// SHA-256 of a chunk's bytes.
+struct chunk_id {
+  std::array<uint8_t, 32> bytes{};
+
+  friend bool operator==(const chunk_id& a, const chunk_id& b) { return a.bytes == b.bytes; }
+  friend bool operator!=(const chunk_id& a, const chunk_id& b) { return !(a == b); }
+  friend bool operator<(const chunk_id& a, const chunk_id& b) { return a.bytes < b.bytes; }
+
+  /// 64 lowercase hex digits.
+  std::string hex() const;
+  /// Parses 64 hex digits; nullopt otherwise.
+  static std::optional<chunk_id> from_hex(std::string_view hex);
+  /// The raw 32 bytes as a string (RocksDB keys, capnp Data).
+  std::string_view raw() const { return {reinterpret_cast<const char*>(bytes.data()), 32}; }
+  static std::optional<chunk_id> from_raw(std::string_view raw);
+};
+
+struct chunk_id_hash {
+  size_t operator()(const chunk_id& id) const noexcept {
+    size_t h;
+    static_assert(sizeof(h) <= 32);
+    std::memcpy(&h, id.bytes.data(), sizeof(h));
+    return h;
+  }
+};
+
+/// SHA-256 (OpenSSL) of `data`.
+chunk_id hash_chunk(std::string_view data);
+
+/// Files are cut into chunks of this size (the last one shorter).
+inline constexpr size_t file_chunk_size = 1 << 20;
+/// The largest chunk put() accepts (layer manifests of very large trees).
+inline constexpr size_t max_chunk_size = 64u << 20;
+
+struct chunk_store_options {
+  /// A new pack is started when the open one would grow past this.
+  uint64_t pack_size_limit = 1ull << 30;
+  /// io_uring submission queue depth for reads and writes.
+  unsigned queue_depth = 64;
+  /// fdatasync packs and sync the index before put() returns (tests of throughput may turn it off).
+  bool sync = true;
+  /// write_file(s) reads chunks of 256 KiB and more from the packs with O_DIRECT (aligned reads
+  /// into its own buffers, falling back to buffered reads where the file system refuses
+  /// O_DIRECT): no copy out of the page cache and no flood of pack pages in it while a large
+  /// tree is materialised. The destination files are written through the page cache.
+  bool direct_reads = true;
+};
+
+struct chunk_store_stats {
+  uint64_t chunks = 0;      ///< distinct chunks indexed
+  uint64_t bytes = 0;       ///< their total size
+  uint32_t packs = 0;
+  uint64_t puts = 0;        ///< chunks offered to put() since open
+  uint64_t deduplicated = 0;///< of those, already present
+  uint64_t reads = 0;       ///< chunks returned by get() or written by write_file(s) since open
+};
+
+class chunk_store {
+public:
+  /// Opens or creates the store in `dir`. Errors: errc::storage_failure (with the path and errno).
+  static caf::expected<std::unique_ptr<chunk_store>> open(const std::string& dir,
+                                                          chunk_store_options options = {});
+  ~chunk_store();
+  chunk_store(const chunk_store&) = delete;
+  chunk_store& operator=(const chunk_store&) = delete;
+
+  bool contains(const chunk_id& id) const;
+  /// The ids of `ids` not in the store, in the given order, without duplicates.
+  std::vector<chunk_id> missing(const std::vector<chunk_id>& ids) const;
+  /// The stored size of a chunk; nullopt when absent.
+  std::optional<uint32_t> size_of(const chunk_id& id) const;
+
+  /// Stores `chunks` (each at most max_chunk_size), skipping those already present; returns
+  /// their ids in order. Durable when it returns (see above).
+  caf::expected<std::vector<chunk_id>> put(const std::vector<std::string_view>& chunks);
+  /// Stores chunks whose ids the caller claims (from a peer); each is verified before it is
+  /// written. A mismatch: errc::storage_failure naming the chunk, nothing of the batch written.
+  caf::error put_verified(const std::vector<std::pair<chunk_id, std::string_view>>& chunks);
+
+  /// Reads chunks, in order, verified. A missing chunk is errc::not_found naming it; a corrupt
+  /// one errc::storage_failure naming it and its pack.
+  caf::expected<std::vector<std::string>> get(const std::vector<chunk_id>& ids) const;
+  caf::expected<std::string> get(const chunk_id& id) const;
+
+  /// Stores the file at `path` (read with io_uring) and returns its chunk ids and sizes in order.
+  caf::expected<std::vector<std::pair<chunk_id, uint32_t>>> put_file(const std::string& path);
+  /// Writes the concatenation of `chunks` to the already open `fd` from offset 0 (io_uring reads
+  /// from the packs, verified, and io_uring writes).
+  caf::error write_file(int fd, const std::vector<chunk_id>& chunks) const;
+
+  /// Stores many files in one pipelined pass (reads of the next window, hashing of this one and
+  /// pack writes of the previous one overlap) and commits once: one fdatasync per touched pack,
+  /// then one synced WriteBatch. Returns each file's chunk ids and sizes, in the order of
+  /// `paths`. Files are opened with O_NOFOLLOW. `options.store = false` only hashes (nothing is
+  /// written). Errors name the file (errc::storage_failure, errc::not_found when it vanished).
+  struct put_files_options {
+    bool store = true;
+  };
+  caf::expected<std::vector<std::vector<std::pair<chunk_id, uint32_t>>>>
+  put_files(const std::vector<std::string>& paths, put_files_options options);
+  caf::expected<std::vector<std::vector<std::pair<chunk_id, uint32_t>>>>
+  put_files(const std::vector<std::string>& paths) {
+    return put_files(paths, put_files_options{});
+  }
+
+  /// write_file for many files in one pipelined pass: `files[i].second` is written to the open
+  /// `files[i].first` from offset 0. Every chunk is verified before any byte of it is written.
+  /// Not atomic: on an error some files may be partly written.
+  caf::error write_files(const std::vector<std::pair<int, std::vector<chunk_id>>>& files) const;
+
+  chunk_store_stats stats() const;
+  const std::string& dir() const noexcept;
+
+  struct impl;
+
+private:
+  explicit chunk_store(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace shoal::fs

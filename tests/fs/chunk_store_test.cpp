@@ -1,0 +1,344 @@
+#include "fs/chunk_store.hpp"
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include "runtime/errc.hpp"
+#include "tests/fs/fs_test_support.hpp"
+#include "tests/support/temp_dir.hpp"
+
+using namespace shoal::fs;
+using shoal::test::open_store;
+using shoal::test::random_bytes;
+using shoal::test::temp_dir;
+
+namespace {
+
+std::vector<chunk_id> put_ok(chunk_store& store, const std::vector<std::string>& chunks) {
+  std::vector<std::string_view> views(chunks.begin(), chunks.end());
+  auto ids = store.put(views);
+  if (!ids)
+    FAIL("put failed: " << shoal::message_of(ids.error()));
+  return *ids;
+}
+
+std::string pack_path(const temp_dir& dir, int n) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "pack-%06d.dat", n);
+  return dir.sub("store/") + name;
+}
+
+} // namespace
+
+TEST_CASE("chunk ids print as hex and parse back") {
+  auto id = hash_chunk("hello");
+  CHECK(id.hex() == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+  auto parsed = chunk_id::from_hex(id.hex());
+  REQUIRE(parsed);
+  CHECK(*parsed == id);
+  CHECK_FALSE(chunk_id::from_hex("xyz"));
+  CHECK_FALSE(chunk_id::from_hex(std::string(64, 'g')));
+  auto raw = chunk_id::from_raw(id.raw());
+  REQUIRE(raw);
+  CHECK(*raw == id);
+}
+
+TEST_CASE("chunks put into the store come back verified, and duplicates are stored once") {
+  temp_dir dir;
+  auto store = open_store(dir.sub("store"));
+  auto a = random_bytes(3000, 1);
+  auto b = random_bytes(1 << 20, 2);
+  auto ids = put_ok(*store, {a, b, a, ""});
+  REQUIRE(ids.size() == 4);
+  CHECK(ids[0] == hash_chunk(a));
+  CHECK(ids[0] == ids[2]);
+  CHECK(store->contains(ids[1]));
+  CHECK(store->size_of(ids[1]) == std::optional<uint32_t>{1u << 20});
+  auto got = store->get(std::vector<chunk_id>{ids[1], ids[0], ids[3]});
+  REQUIRE(got);
+  CHECK((*got)[0] == b);
+  CHECK((*got)[1] == a);
+  CHECK((*got)[2].empty());
+  // Putting the same again stores nothing new.
+  put_ok(*store, {b});
+  auto s = store->stats();
+  CHECK(s.chunks == 3);
+  CHECK(s.bytes == a.size() + b.size());
+  CHECK(s.puts == 5);
+  CHECK(s.deduplicated == 2);
+  CHECK(s.reads == 3);
+  CHECK(std::filesystem::file_size(pack_path(dir, 1)) == a.size() + b.size());
+
+  auto unknown = hash_chunk("not stored");
+  auto missing = store->missing({ids[0], unknown, unknown, ids[1]});
+  REQUIRE(missing.size() == 1);
+  CHECK(missing[0] == unknown);
+  auto err = store->get(unknown);
+  REQUIRE_FALSE(err);
+  CHECK(shoal::code_of(err.error()) == shoal::errc::not_found);
+  CHECK_THAT(shoal::message_of(err.error()), Catch::Contains(unknown.hex()));
+}
+
+TEST_CASE("two images sharing files store the shared chunks once") {
+  temp_dir dir;
+  auto store = open_store(dir.sub("store"));
+  auto shared = random_bytes(2'500'000, 7); // 3 chunks
+  auto only_a = random_bytes(10'000, 8);
+  auto only_b = random_bytes(20'000, 9);
+  std::filesystem::create_directories(dir.sub("a"));
+  std::filesystem::create_directories(dir.sub("b"));
+  shoal::test::write_file(dir.sub("a/lib.so"), shared);
+  shoal::test::write_file(dir.sub("a/app"), only_a);
+  shoal::test::write_file(dir.sub("b/lib.so"), shared);
+  shoal::test::write_file(dir.sub("b/app"), only_b);
+
+  auto first = store->put_files({dir.sub("a/lib.so"), dir.sub("a/app")});
+  REQUIRE(first);
+  auto after_first = store->stats();
+  CHECK(after_first.chunks == 4);
+  auto second = store->put_files({dir.sub("b/lib.so"), dir.sub("b/app")});
+  REQUIRE(second);
+  auto s = store->stats();
+  CHECK(s.chunks == 5);
+  CHECK(s.bytes == shared.size() + only_a.size() + only_b.size());
+  CHECK(s.deduplicated == 3);
+  REQUIRE((*first)[0].size() == 3);
+  CHECK((*first)[0] == (*second)[0]);
+  CHECK((*first)[0][0].second == file_chunk_size);
+  CHECK((*first)[0][2].second == shared.size() - 2 * file_chunk_size);
+
+  // Read back into a file with write_file.
+  std::vector<chunk_id> ids;
+  for (auto& [id, size] : (*second)[0])
+    ids.push_back(id);
+  int fd = ::open(dir.sub("out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  REQUIRE(fd >= 0);
+  auto err = store->write_file(fd, ids);
+  ::close(fd);
+  REQUIRE_FALSE(err);
+  CHECK(shoal::test::read_file(dir.sub("out")) == shared);
+}
+
+TEST_CASE("put_file stores an empty file as no chunks and a missing file is not_found") {
+  temp_dir dir;
+  auto store = open_store(dir.sub("store"));
+  shoal::test::write_file(dir.sub("empty"), "");
+  auto empty = store->put_file(dir.sub("empty"));
+  REQUIRE(empty);
+  CHECK(empty->empty());
+  auto gone = store->put_file(dir.sub("nope"));
+  REQUIRE_FALSE(gone);
+  CHECK(shoal::code_of(gone.error()) == shoal::errc::not_found);
+  CHECK_THAT(shoal::message_of(gone.error()), Catch::Contains(dir.sub("nope")));
+}
+
+TEST_CASE("a corrupted pack byte is detected on read and the error names the chunk and pack") {
+  temp_dir dir;
+  auto store = open_store(dir.sub("store"));
+  auto a = random_bytes(5000, 3);
+  auto b = random_bytes(7000, 4);
+  auto ids = put_ok(*store, {a, b});
+  {
+    // Flip one byte of b.
+    int fd = ::open(pack_path(dir, 1).c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    char c;
+    REQUIRE(::pread(fd, &c, 1, 5000 + 100) == 1);
+    c = static_cast<char>(c ^ 0x40);
+    REQUIRE(::pwrite(fd, &c, 1, 5000 + 100) == 1);
+    ::close(fd);
+  }
+  auto good = store->get(ids[0]);
+  REQUIRE(good);
+  CHECK(*good == a);
+  auto bad = store->get(ids[1]);
+  REQUIRE_FALSE(bad);
+  CHECK(shoal::code_of(bad.error()) == shoal::errc::storage_failure);
+  CHECK_THAT(shoal::message_of(bad.error()), Catch::Contains(ids[1].hex()));
+  CHECK_THAT(shoal::message_of(bad.error()), Catch::Contains("pack-000001.dat"));
+
+  int fd = ::open(dir.sub("out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  REQUIRE(fd >= 0);
+  auto err = store->write_file(fd, {ids[0], ids[1]});
+  ::close(fd);
+  REQUIRE(err);
+  CHECK(shoal::code_of(err) == shoal::errc::storage_failure);
+  CHECK_THAT(shoal::message_of(err), Catch::Contains(ids[1].hex()));
+}
+
+TEST_CASE("a reopened store keeps every chunk and its counters") {
+  temp_dir dir;
+  std::vector<chunk_id> ids;
+  auto a = random_bytes(100'000, 11);
+  auto b = random_bytes(2'000'000, 12);
+  {
+    auto store = open_store(dir.sub("store"));
+    ids = put_ok(*store, {a, b});
+  }
+  auto store = open_store(dir.sub("store"));
+  auto got = store->get(ids);
+  REQUIRE(got);
+  CHECK((*got)[0] == a);
+  CHECK((*got)[1] == b);
+  auto s = store->stats();
+  CHECK(s.chunks == 2);
+  CHECK(s.bytes == a.size() + b.size());
+  CHECK(s.packs == 1);
+  // New chunks append after the old ones.
+  auto c = random_bytes(10, 13);
+  auto more = put_ok(*store, {c});
+  CHECK(std::filesystem::file_size(pack_path(dir, 1)) == a.size() + b.size() + c.size());
+  CHECK(store->get(more[0]).value() == c);
+}
+
+TEST_CASE("unindexed bytes at a pack's end (a torn append) are truncated at open") {
+  temp_dir dir;
+  auto a = random_bytes(4096, 21);
+  chunk_id id;
+  {
+    auto store = open_store(dir.sub("store"));
+    id = put_ok(*store, {a})[0];
+  }
+  {
+    // What a crash between the pack append and the index commit leaves behind.
+    int fd = ::open(pack_path(dir, 1).c_str(), O_WRONLY | O_APPEND);
+    REQUIRE(fd >= 0);
+    std::string torn = random_bytes(12345, 22);
+    REQUIRE(::write(fd, torn.data(), torn.size()) == static_cast<ssize_t>(torn.size()));
+    ::close(fd);
+  }
+  REQUIRE(std::filesystem::file_size(pack_path(dir, 1)) == a.size() + 12345);
+  auto store = open_store(dir.sub("store"));
+  CHECK(std::filesystem::file_size(pack_path(dir, 1)) == a.size());
+  CHECK(store->get(id).value() == a);
+  auto b = random_bytes(777, 23);
+  auto next = put_ok(*store, {b});
+  CHECK(std::filesystem::file_size(pack_path(dir, 1)) == a.size() + b.size());
+  CHECK(store->get(next[0]).value() == b);
+}
+
+TEST_CASE("put_verified refuses a batch with a chunk that does not match its id") {
+  temp_dir dir;
+  auto store = open_store(dir.sub("store"));
+  auto a = random_bytes(1000, 31);
+  auto b = random_bytes(1000, 32);
+  auto wrong = hash_chunk("something else");
+  auto err = store->put_verified({{hash_chunk(a), a}, {wrong, b}});
+  REQUIRE(err);
+  CHECK(shoal::code_of(err) == shoal::errc::storage_failure);
+  CHECK_THAT(shoal::message_of(err), Catch::Contains(wrong.hex()));
+  CHECK_FALSE(store->contains(hash_chunk(a)));
+  CHECK(store->stats().chunks == 0);
+  REQUIRE_FALSE(store->put_verified({{hash_chunk(a), a}, {hash_chunk(b), b}}));
+  CHECK(store->get(hash_chunk(b)).value() == b);
+}
+
+TEST_CASE("a full pack is closed and the next chunks go to a new one") {
+  temp_dir dir;
+  chunk_store_options options;
+  options.pack_size_limit = 10'000;
+  options.queue_depth = 4;
+  auto store = open_store(dir.sub("store"), options);
+  std::vector<std::string> chunks;
+  for (uint32_t i = 0; i < 10; ++i)
+    chunks.push_back(random_bytes(4000, 100 + i));
+  auto ids = put_ok(*store, chunks);
+  CHECK(store->stats().packs == 5);
+  CHECK(std::filesystem::exists(pack_path(dir, 5)));
+  auto got = store->get(ids);
+  REQUIRE(got);
+  CHECK(*got == chunks);
+  store.reset();
+  auto reopened = open_store(dir.sub("store"), options);
+  CHECK(reopened->get(ids).value() == chunks);
+}
+
+TEST_CASE("concurrent readers and a writer do not disturb each other") {
+  temp_dir dir;
+  auto store = open_store(dir.sub("store"));
+  std::vector<std::string> chunks;
+  for (uint32_t i = 0; i < 16; ++i)
+    chunks.push_back(random_bytes(50'000, 200 + i));
+  auto ids = put_ok(*store, chunks);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t)
+    readers.emplace_back([&] {
+      for (int round = 0; round < 20; ++round) {
+        auto got = store->get(ids);
+        if (!got || *got != chunks)
+          ++failures;
+      }
+    });
+  for (uint32_t i = 0; i < 20; ++i) {
+    auto more = random_bytes(30'000, 300 + i);
+    std::vector<std::string_view> one{more};
+    if (!store->put(one))
+      ++failures;
+  }
+  for (auto& r : readers)
+    r.join();
+  CHECK(failures == 0);
+  CHECK(store->stats().chunks == 36);
+}
+
+TEST_CASE("write_files with O_DIRECT pack reads writes the same bytes and still catches corruption") {
+  auto direct = GENERATE(true, false);
+  temp_dir dir;
+  chunk_store_options options;
+  options.direct_reads = direct;
+  auto store = open_store(dir.sub("store"), options);
+  // A small chunk first, so the big ones start at unaligned pack offsets.
+  auto small = random_bytes(3001, 61);
+  put_ok(*store, {small});
+  auto big = random_bytes(2 * file_chunk_size + 4096 * 3 + 17, 62); // tail not block-sized
+  auto mid = random_bytes(600'000, 63);
+  shoal::test::write_file(dir.sub("big"), big);
+  shoal::test::write_file(dir.sub("mid"), mid);
+  auto stored = store->put_files({dir.sub("big"), dir.sub("mid")});
+  REQUIRE(stored);
+  auto ids_of = [](const std::vector<std::pair<chunk_id, uint32_t>>& refs) {
+    std::vector<chunk_id> ids;
+    for (auto& [id, size] : refs)
+      ids.push_back(id);
+    return ids;
+  };
+  int a = ::open(dir.sub("big.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int b = ::open(dir.sub("mid.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  REQUIRE(a >= 0);
+  REQUIRE(b >= 0);
+  auto err = store->write_files({{a, ids_of((*stored)[0])}, {b, ids_of((*stored)[1])}});
+  ::close(a);
+  ::close(b);
+  REQUIRE_FALSE(err);
+  CHECK(shoal::test::read_file(dir.sub("big.out")) == big);
+  CHECK(shoal::test::read_file(dir.sub("mid.out")) == mid);
+
+  // Corrupt the second chunk of big inside the pack: the direct read path must notice.
+  auto second = (*stored)[0][1].first;
+  auto pack = pack_path(dir, 1);
+  auto bytes = shoal::test::read_file(pack);
+  auto at = bytes.find(big.substr(file_chunk_size, 64));
+  REQUIRE(at != std::string::npos);
+  int fd = ::open(pack.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  char flipped = static_cast<char>(bytes[at + 1000] ^ 1);
+  REQUIRE(::pwrite(fd, &flipped, 1, static_cast<off_t>(at + 1000)) == 1);
+  ::fsync(fd);
+  ::close(fd);
+  int out = ::open(dir.sub("again").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  REQUIRE(out >= 0);
+  auto bad = store->write_file(out, ids_of((*stored)[0]));
+  ::close(out);
+  REQUIRE(bad);
+  CHECK(shoal::code_of(bad) == shoal::errc::storage_failure);
+  CHECK_THAT(shoal::message_of(bad), Catch::Contains(second.hex()));
+}
