@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Chunk store vs fio on the same disk (issue 4). Run as root (drops the page cache).
+#
+#   bench/chunk_store_bench.sh [runs]        (default 3 runs; BUILD=… WORK=… override paths)
+#
+# Per run:
+#   1. fio --ioengine=io_uring sequential write of 2 GiB (bs=1M, direct=0, --end_fsync=1)
+#   2. drop caches, fio sequential read of it
+#   3. chunk store put of the 2 GiB tree (scan_tree + store_layer, fdatasync + synced index);
+#      the tree is read from the page cache (warmed with cat), like fio writes from memory
+#   4. drop caches, materialise the layer into a new dir (packs read cold, verified; files
+#      written into the page cache, like fio's read lands in memory)
+#   5. the same with chunk_store_options::direct_io (O_DIRECT pack reads and file writes)
+# MB/s are 10^6 bytes per second of file content. The disk is mounted with `discard`: after
+# deleting gigabytes the trims slow the next measurement down, so every step starts after
+# `sync; sleep $QUIET` (default 8 s) and a cache drop where noted.
+set -euo pipefail
+
+RUNS=${1:-3}
+BUILD=${BUILD:-/work/main/build-fs}
+BIN=${BIN:-$BUILD/bench/chunk_store_bench}
+WORK=${WORK:-/var/tmp/shoal-chunk-bench}
+BS=1M
+QUIET=${QUIET:-8}
+
+[ -x "$BIN" ] || { echo "build $BIN first: cmake --build $BUILD --target chunk_store_bench" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root (drop_caches)" >&2; exit 1; }
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+quiet() { sync; sleep "$QUIET"; }
+
+rm -rf "$WORK"
+mkdir -p "$WORK/tree"
+# The tree: 7 x 256 MiB + 24 x 8 MiB + 4096 x 16 KiB = 2048 MiB of random (non-deduplicating) data.
+python3 - "$WORK/tree" <<'PY'
+import os, sys
+root = sys.argv[1]
+def write(path, size):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 << 20)
+            f.write(os.urandom(n))
+            left -= n
+for i in range(7):
+    write(f"{root}/large/blob{i}.bin", 256 << 20)
+for i in range(24):
+    write(f"{root}/medium/lib{i}.so", 8 << 20)
+for i in range(4096):
+    write(f"{root}/small/d{i % 64}/f{i}.py", 16 << 10)
+PY
+sync
+TREE_BYTES=$(du -sb --apparent-size "$WORK/tree" | cut -f1)
+echo "tree: $TREE_BYTES bytes in $(find "$WORK/tree" -type f | wc -l) files"
+
+fio_bw() { # fio json on stdin, "read"|"write" -> MB/s
+  python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.1f" % (j["jobs"][0][sys.argv[1]]["bw_bytes"]/1e6))' "$1"
+}
+
+declare -a FW FR CP CM CD
+for run in $(seq 1 "$RUNS"); do
+  rm -f "$WORK/fio.dat"; quiet
+  fw=$(fio --name=seqwrite --ioengine=io_uring --rw=write --bs=$BS --size=2G --iodepth=16 \
+           --direct=0 --end_fsync=1 --filename="$WORK/fio.dat" --output-format=json | fio_bw write)
+  quiet; drop_caches
+  fr=$(fio --name=seqread --ioengine=io_uring --rw=read --bs=$BS --size=2G --iodepth=16 \
+           --direct=0 --filename="$WORK/fio.dat" --output-format=json | fio_bw read)
+  rm -f "$WORK/fio.dat"
+
+  rm -rf "$WORK/store" "$WORK/out"; quiet
+  find "$WORK/tree" -type f -exec cat {} + > /dev/null   # source in the page cache
+  cp=$("$BIN" put "$WORK/tree" "$WORK/store" "$WORK/digest" | awk '/^put /{sub("mb_per_s=","",$4); print $4}')
+  quiet; drop_caches
+  cm=$("$BIN" materialise "$WORK/store" "$WORK/digest" "$WORK/out" | awk '/^materialise /{sub("mb_per_s=","",$4); print $4}')
+  cmp -s "$WORK/tree/large/blob3.bin" "$WORK/out/large/blob3.bin" || { echo "materialised tree differs" >&2; exit 1; }
+  rm -rf "$WORK/out"; quiet; drop_caches
+  cd_=$(SHOAL_BENCH_DIRECT_IO=1 "$BIN" materialise "$WORK/store" "$WORK/digest" "$WORK/out" | awk '/^materialise /{sub("mb_per_s=","",$4); print $4}')
+  cmp -s "$WORK/tree/large/blob3.bin" "$WORK/out/large/blob3.bin" || { echo "materialised tree differs (direct_io)" >&2; exit 1; }
+  rm -rf "$WORK/out"
+  FW+=("$fw"); FR+=("$fr"); CP+=("$cp"); CM+=("$cm"); CD+=("$cd_")
+  echo "run $run: fio write $fw MB/s, put $cp MB/s; fio read $fr MB/s, materialise $cm MB/s, materialise direct_io $cd_ MB/s"
+done
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+mfw=$(median "${FW[@]}"); mfr=$(median "${FR[@]}"); mcp=$(median "${CP[@]}"); mcm=$(median "${CM[@]}"); mcd=$(median "${CD[@]}")
+echo
+echo "| operation (2 GiB) | fio io_uring MB/s | chunk store MB/s | ratio | runs (fio / store) |"
+echo "|---|---|---|---|---|"
+printf '| sequential write vs put (scan_tree) | %s | %s | %.2f | %s / %s |\n' "$mfw" "$mcp" \
+  "$(echo "$mcp / $mfw" | bc -l)" "${FW[*]}" "${CP[*]}"
+printf '| sequential read vs materialise | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcm" \
+  "$(echo "$mcm / $mfr" | bc -l)" "${FR[*]}" "${CM[*]}"
+printf '| sequential read vs materialise, direct_io | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcd" \
+  "$(echo "$mcd / $mfr" | bc -l)" "${FR[*]}" "${CD[*]}"
+rm -rf "$WORK"
