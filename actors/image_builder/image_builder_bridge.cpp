@@ -173,7 +173,8 @@ public:
       },
       [relay](kj::Exception&& e) -> kj::Promise<void> {
         if (relay)
-          return relay->drained().then([e = kj::mv(e)]() mutable -> kj::Promise<void> {
+          // The continuation holds the relay: its task set must outlive the drain.
+          return relay->drained().then([relay, e = kj::mv(e)]() mutable -> kj::Promise<void> {
             return kj::mv(e);
           });
         return kj::mv(e);

@@ -27,6 +27,7 @@
 #include "runtime/container/overlay_rootfs.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/log.hpp"
+#include "storage/key.hpp"
 
 namespace shoal::images {
 
@@ -662,7 +663,7 @@ image_service::build_step(const image_step& step, size_t index, const std::strin
     return rec;
   }
   if (k == "add_files") {
-    auto blob = db_.get(storage::table::blobs, step.blob);
+    auto blob = db_.get(storage::table::blobs, storage::key{}.str(step.blob).bytes());
     if (!blob)
       return blob.error();
     if (!*blob)
@@ -752,7 +753,7 @@ caf::expected<image_record> image_service::run_in_container(const image_step& st
   } else if (k == "run_function") {
     if (parent.python.empty())
       return invalid_step(step, index, "run_function needs Python in the image");
-    auto blob = db_.get(storage::table::blobs, step.blob);
+    auto blob = db_.get(storage::table::blobs, storage::key{}.str(step.blob).bytes());
     if (!blob)
       return blob.error();
     if (!*blob)

@@ -70,7 +70,7 @@ def ok(result: Result) -> Result:
 
 def last_json(result: Result):
     for line in reversed(ok(result).stdout.splitlines()):
-        if line.startswith(("{", "[")):
+        if line.startswith(("{", "[", '"')):
             return json.loads(line)
     raise AssertionError(f"no JSON line in stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
 

@@ -15,6 +15,7 @@
 #include "runtime/container/crun_runtime.hpp"
 #include "runtime/container/host_cgroups.hpp"
 #include "runtime/errc.hpp"
+#include "storage/key.hpp"
 #include "storage/store.hpp"
 #include "tests/container/busybox_image.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -84,7 +85,7 @@ public:
     auto bytes = read_file(tar);
     auto hash = fs::hash_chunk(bytes).hex();
     storage::write_batch batch;
-    batch.put(storage::table::blobs, hash, bytes);
+    batch.put(storage::table::blobs, storage::key{}.str(hash).bytes(), bytes);
     REQUIRE_FALSE(db_->write(batch, true));
     return hash;
   }
