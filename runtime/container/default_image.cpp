@@ -202,9 +202,4 @@ void clean_apt_caches(const std::string& rootfs) {
   remove_files(rootfs + "/var/lib/apt/lists/partial", [](const fs::path&) { return true; });
 }
 
-caf::expected<std::string> prepare_image(const std::string& state_dir,
-                                         const progress_callback& progress) {
-  return default_image{state_dir}.prepare(progress);
-}
-
 } // namespace shoal::container

@@ -1,6 +1,7 @@
 #pragma once
-/// `default_image`: the Debian root file system every function runs on until images exist
-/// (issue 4), built once per state dir with debootstrap from this machine's configured mirror.
+/// `default_image`: a Debian root file system made with debootstrap from this machine's configured
+/// mirror. The image service (actors/image_builder) runs it in a scratch dir for the
+/// `debian_slim` base step and stores the tree as that image's layer.
 ///
 ///     <state_dir>/images/default/rootfs       the tree (overlay_rootfs's lower dir)
 ///     <state_dir>/images/default/image.spec   marker: the build spec it was made from
@@ -17,8 +18,6 @@
 /// for that build. Other processes are kept away by the state dir's lock (state_dir.hpp).
 /// Do not rebuild while containers run on the old tree (it is their overlay's lower dir).
 ///
-/// Later (issue 4) this becomes one base image of the content-addressed image store: the spec
-/// key becomes the image id's input and the tree becomes a layer.
 
 #include <functional>
 #include <string>
@@ -97,10 +96,6 @@ private:
   image_spec spec_;
   default_image_options options_;
 };
-
-/// default_image{state_dir}.prepare(progress): the rootfs of the default image.
-[[nodiscard]] caf::expected<std::string> prepare_image(const std::string& state_dir,
-                                                       const progress_callback& progress = {});
 
 /// Removes what apt leaves in a freshly bootstrapped tree and no container needs: downloaded
 /// .deb files, the package caches (*.bin) and the package lists. Best effort.

@@ -67,8 +67,8 @@ TEST_CASE("a client with the bootstrap token sees the node's info and its actors
   std::set<std::string> names;
   for (const auto& a : actors)
     names.insert(a.name);
-  CHECK(names == std::set<std::string>{"admin", "gateway", "node_agent", "queue_broker", "scheduler",
-                                      "storage_writer"});
+  CHECK(names == std::set<std::string>{"admin", "block_server", "gateway", "image_builder",
+                                      "node_agent", "queue_broker", "scheduler", "storage_writer"});
   CHECK(info.actor_count == actors.size());
   for (const auto& a : actors)
     CHECK(a.state != "unresponsive");
