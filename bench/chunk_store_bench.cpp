@@ -7,6 +7,11 @@
 ///         SHOAL_BENCH_BUFFERED_READS=1 in the environment the packs are read through the page
 ///         cache (chunk_store_options::direct_reads = false)
 ///
+///     chunk_store_bench read <store-dir> <digest-file>
+///         load the layer and read every chunk of its files back through chunk_store::get
+///         (verified, in batches of about 32 MiB), discarding the bytes: the store's read path
+///         without writing a tree
+///
 /// Prints one line: `<op> bytes=<content bytes> seconds=<s> mb_per_s=<MB/s>` (MB = 10^6 bytes,
 /// like fio's MB/s), then the store's counters.
 
@@ -15,6 +20,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "fs/chunk_store.hpp"
 #include "fs/layer.hpp"
@@ -27,7 +33,8 @@ namespace {
 
 int usage() {
   std::fprintf(stderr, "usage: chunk_store_bench put <tree> <store-dir> <digest-file>\n"
-                       "       chunk_store_bench materialise <store-dir> <digest-file> <target>\n");
+                       "       chunk_store_bench materialise <store-dir> <digest-file> <target>\n"
+                       "       chunk_store_bench read <store-dir> <digest-file>\n");
   return 2;
 }
 
@@ -50,10 +57,56 @@ void report(const char* op, uint64_t bytes, double seconds, const chunk_store& s
 } // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5)
+  if (argc < 2)
     return usage();
   std::string op = argv[1];
   using clock = std::chrono::steady_clock;
+  if (op == "read" && argc == 4) {
+    auto store = chunk_store::open(argv[2]);
+    if (!store)
+      return fail("open", store.error());
+    std::string hex;
+    std::ifstream{argv[3]} >> hex;
+    auto digest = chunk_id::from_hex(hex);
+    if (!digest) {
+      std::fprintf(stderr, "%s does not hold a layer digest\n", argv[3]);
+      return 1;
+    }
+    auto start = clock::now();
+    auto l = load_layer(**store, *digest);
+    if (!l)
+      return fail("load_layer", l.error());
+    uint64_t bytes = 0;
+    std::vector<chunk_id> batch;
+    uint64_t batch_bytes = 0;
+    auto flush = [&]() -> caf::error {
+      if (batch.empty())
+        return {};
+      auto got = (*store)->get(batch);
+      if (!got)
+        return got.error();
+      for (const auto& c : *got)
+        bytes += c.size();
+      batch.clear();
+      batch_bytes = 0;
+      return {};
+    };
+    for (const auto& e : l->entries)
+      for (const auto& c : e.chunks) {
+        batch.push_back(c.id);
+        batch_bytes += c.size;
+        if (batch_bytes >= (32u << 20))
+          if (auto err = flush())
+            return fail("get", err);
+      }
+    if (auto err = flush())
+      return fail("get", err);
+    double seconds = std::chrono::duration<double>(clock::now() - start).count();
+    report("read", bytes, seconds, **store);
+    return 0;
+  }
+  if (argc != 5)
+    return usage();
   if (op == "put") {
     auto store = chunk_store::open(argv[3]);
     if (!store)

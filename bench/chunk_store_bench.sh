@@ -17,7 +17,7 @@
 set -euo pipefail
 
 RUNS=${1:-3}
-BUILD=${BUILD:-/work/main/build-fs}
+BUILD=${BUILD:-$(cd "$(dirname "$0")/.." && pwd)/build}
 BIN=${BIN:-$BUILD/bench/chunk_store_bench}
 WORK=${WORK:-/var/tmp/shoal-chunk-bench}
 BS=1M
@@ -58,7 +58,7 @@ fio_bw() { # fio json on stdin, "read"|"write" -> MB/s
   python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.1f" % (j["jobs"][0][sys.argv[1]]["bw_bytes"]/1e6))' "$1"
 }
 
-declare -a FW FR CP CM CD
+declare -a FW FR CP CR CM CD
 for run in $(seq 1 "$RUNS"); do
   rm -f "$WORK/fio.dat"; quiet
   fw=$(fio --name=seqwrite --ioengine=io_uring --rw=write --bs=$BS --size=2G --iodepth=16 \
@@ -72,23 +72,27 @@ for run in $(seq 1 "$RUNS"); do
   find "$WORK/tree" -type f -exec cat {} + > /dev/null   # source in the page cache
   cp=$("$BIN" put "$WORK/tree" "$WORK/store" "$WORK/digest" | awk '/^put /{sub("mb_per_s=","",$4); print $4}')
   quiet; drop_caches
+  cr=$("$BIN" read "$WORK/store" "$WORK/digest" | awk '/^read /{sub("mb_per_s=","",$4); print $4}')
+  quiet; drop_caches
   cm=$("$BIN" materialise "$WORK/store" "$WORK/digest" "$WORK/out" | awk '/^materialise /{sub("mb_per_s=","",$4); print $4}')
   cmp -s "$WORK/tree/large/blob3.bin" "$WORK/out/large/blob3.bin" || { echo "materialised tree differs" >&2; exit 1; }
   rm -rf "$WORK/out"; quiet; drop_caches
   cd_=$(SHOAL_BENCH_BUFFERED_READS=1 "$BIN" materialise "$WORK/store" "$WORK/digest" "$WORK/out" | awk '/^materialise /{sub("mb_per_s=","",$4); print $4}')
   cmp -s "$WORK/tree/large/blob3.bin" "$WORK/out/large/blob3.bin" || { echo "materialised tree differs (buffered reads)" >&2; exit 1; }
   rm -rf "$WORK/out"
-  FW+=("$fw"); FR+=("$fr"); CP+=("$cp"); CM+=("$cm"); CD+=("$cd_")
-  echo "run $run: fio write $fw MB/s, put $cp MB/s; fio read $fr MB/s, materialise $cm MB/s, materialise with buffered pack reads $cd_ MB/s"
+  FW+=("$fw"); FR+=("$fr"); CP+=("$cp"); CR+=("$cr"); CM+=("$cm"); CD+=("$cd_")
+  echo "run $run: fio write $fw MB/s, put $cp MB/s; fio read $fr MB/s, read $cr MB/s, materialise $cm MB/s, materialise with buffered pack reads $cd_ MB/s"
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-mfw=$(median "${FW[@]}"); mfr=$(median "${FR[@]}"); mcp=$(median "${CP[@]}"); mcm=$(median "${CM[@]}"); mcd=$(median "${CD[@]}")
+mfw=$(median "${FW[@]}"); mfr=$(median "${FR[@]}"); mcp=$(median "${CP[@]}"); mcr=$(median "${CR[@]}"); mcm=$(median "${CM[@]}"); mcd=$(median "${CD[@]}")
 echo
 echo "| operation (2 GiB) | fio io_uring MB/s | chunk store MB/s | ratio | runs (fio / store) |"
 echo "|---|---|---|---|---|"
 printf '| sequential write vs put (scan_tree) | %s | %s | %.2f | %s / %s |\n' "$mfw" "$mcp" \
   "$(echo "$mcp / $mfw" | bc -l)" "${FW[*]}" "${CP[*]}"
+printf '| sequential read vs read (get every chunk, verified) | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcr" \
+  "$(echo "$mcr / $mfr" | bc -l)" "${FR[*]}" "${CR[*]}"
 printf '| sequential read vs materialise | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcm" \
   "$(echo "$mcm / $mfr" | bc -l)" "${FR[*]}" "${CM[*]}"
 printf '| sequential read vs materialise, buffered pack reads | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcd" \

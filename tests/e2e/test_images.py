@@ -357,3 +357,26 @@ def test_image_cli_lists_inspects_and_removes(tmp_path, python, shoal):
     assert image_id not in [i["image_id"] for i in shoal("image list --json", timeout_s=60).json()]
     missing = shoal(f"image inspect {image_id}", timeout_s=60)
     assert missing.rc != 0 and "no image" in missing.stderr
+
+
+def test_run_commands_see_secrets_that_never_reach_logs_or_image_records(tmp_path, python, shoal, shoald):
+    import hashlib
+
+    planted = "planted-" + os.urandom(6).hex()
+    inline_value = "inline-" + os.urandom(6).hex()
+    ok(shoal(f"secret create build-creds BUILD_TOKEN={planted}", timeout_s=60))
+    script = build_script(tmp_path, "secret.py", f"""
+        inline = shoal.Secret.from_dict({{"INLINE_TOKEN": {inline_value!r}}})
+        named = shoal.Secret.from_name("build-creds")
+        image = shoal.Image.debian_slim().run_commands(
+            'printf "%s:%s" "$BUILD_TOKEN" "$INLINE_TOKEN" | sha256sum', secrets=[inline, named])
+    """)
+    result = python(script)
+    image_id = image_id_of(result)
+    expected = hashlib.sha256(f"{planted}:{inline_value}".encode()).hexdigest()
+    assert expected in result.stderr, result.stderr
+    info = shoal(f"image inspect {image_id} --json", timeout_s=60)
+    listed = shoal("image list --json", timeout_s=60)
+    for text in (result.stdout, result.stderr, info.stdout, listed.stdout, shoald.log()):
+        assert planted not in text
+        assert inline_value not in text
