@@ -19,9 +19,7 @@ from shoal import _client, _transport  # noqa: E402
 import fake_native  # noqa: E402
 
 
-def fake_connection(client) -> _client.Connection:
-    target = _client.Target("fake:1", "tok-fake", embedded=False, source="test")
-    return _client.Connection(target, client, fake_native.module)
+fake_connection = fake_native.fake_connection
 
 
 @pytest.fixture

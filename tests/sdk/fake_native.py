@@ -549,3 +549,11 @@ def _image_build(client: "FakeClient", spec: Dict[str, Any]) -> FakeBuild:
         }
         parent = image_id
     return FakeBuild(events, {"image_id": parent, "steps": results}, None)
+
+
+def fake_connection(client: "FakeClient"):
+    """The real ``_client.Connection`` over `client` (what ``_client.connect`` would return)."""
+    from shoal import _client
+
+    target = _client.Target("fake:1", "tok-fake", embedded=False, source="test")
+    return _client.Connection(target, client, module)

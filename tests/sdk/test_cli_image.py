@@ -7,7 +7,7 @@ import json
 import shoal
 from shoal import cli
 
-from conftest import fake_connection
+from fake_native import fake_connection
 
 
 def build(fake, image) -> str:

@@ -225,7 +225,7 @@ def test_words_and_expand():
 
 def test_the_dockerfile_image_builds_against_the_fake(tmp_path):
     import fake_native
-    from conftest import fake_connection
+    from fake_native import fake_connection
 
     (tmp_path / "x.txt").write_text("x")
     os.utime(tmp_path / "x.txt", (1_600_000_000, 1_600_000_000))

@@ -17,7 +17,7 @@ import shoal
 from shoal import image as image_mod
 from shoal.exception import ImageBuildError, InvalidError
 
-from conftest import fake_connection
+from fake_native import fake_connection
 import fake_native
 
 STEP_KEYS = {"kind", "args", "blob", "env", "force_build", "registry_auth", "label"}
