@@ -89,8 +89,8 @@ interface Session {
   # Every environment for an admin session; a scoped session sees only its own.
   deleteEnvironment @11 (name :Text) -> ();
   # Admin sessions only. [invalid_argument] for "main" and for an environment that still holds
-  # secrets or tokens; [not_found] for an unknown name. Apps, queues and dicts are not checked:
-  # they stay in storage, unreachable until an environment of that name is created again.
+  # running or deployed apps, queues, dicts, secrets or tokens (the message names them);
+  # [not_found] for an unknown name. Sessions already open in it stay valid until they reconnect.
 
   images @12 () -> (images :Images);
   # Building, listing and removing images (docs/images.md). Images are shared by environments.

@@ -347,13 +347,56 @@ public:
   kj::Promise<void> deleteEnvironment(DeleteEnvironmentContext ctx) override {
     auto pass = admit();
     require_admin("delete environments");
-    return ask<std::string>(targets_.gateway, env_delete_atom::value,
-                            std::string{ctx.getParams().getName()})
-      .ignoreResult()
+    auto name = std::string{ctx.getParams().getName()};
+    // Apps, queues and dicts live in other services; the gateway checks secrets and tokens.
+    return leftovers(name)
+      .then([this, name](std::vector<std::string> left) {
+        if (!left.empty()) {
+          std::string listed;
+          for (const auto& l : left)
+            listed += (listed.empty() ? "" : ", ") + l;
+          throw_error(errc::invalid_argument,
+                      "environment '" + name + "' still holds " + listed
+                        + "; stop the apps (shoal app stop) and delete the queues and dicts "
+                          "(shoal queue delete, shoal dict delete) first");
+        }
+        return ask<std::string>(targets_.gateway, env_delete_atom::value, name).ignoreResult();
+      })
       .attach(kj::mv(pass));
   }
 
 private:
+  /// What of `environment` other services still hold: running or deployed apps, queues, dicts
+  /// ("app 'web'", "queue 'jobs'"). Empty for a worker-only process.
+  kj::Promise<std::vector<std::string>> leftovers(const std::string& environment) {
+    // "main" is refused by the gateway whatever it holds.
+    if (!targets_.scheduler || !targets_.queue_broker || environment == "main")
+      return std::vector<std::string>{};
+    return ask<std::vector<scheduler::app_info>>(targets_.scheduler,
+                                                 scheduler::list_apps_atom::value, environment)
+      .then([this, environment](std::vector<scheduler::app_info> apps) {
+        std::vector<std::string> left;
+        for (const auto& a : apps)
+          if (a.state != "stopped")
+            left.push_back("app '" + a.name + "'");
+        return ask<std::vector<queue_broker::object_info>>(
+                 targets_.queue_broker, queue_broker::list_atom::value,
+                 queue_broker::object_kind::queue, environment)
+          .then([this, environment, left](std::vector<queue_broker::object_info> queues) mutable {
+            for (const auto& q : queues)
+              left.push_back("queue '" + q.name + "'");
+            return ask<std::vector<queue_broker::object_info>>(
+                     targets_.queue_broker, queue_broker::list_atom::value,
+                     queue_broker::object_kind::dict, environment)
+              .then([left](std::vector<queue_broker::object_info> dicts) mutable {
+                for (const auto& d : dicts)
+                  left.push_back("dict '" + d.name + "'");
+                return left;
+              });
+          });
+      });
+  }
+
   [[noreturn]] static void throw_error(errc code, const std::string& message) {
     kj::throwFatalException(bridge::to_kj_exception(code, message));
   }

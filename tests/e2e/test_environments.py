@@ -152,3 +152,17 @@ def test_admin_sessions_mint_tokens_for_other_environments_and_deletion_waits_fo
     assert "token" in line
     assert cli(["token", "revoke", token["token_id"]]).rc == 0
     assert cli("environment delete ci --yes").rc == 0
+
+
+def test_deleting_an_environment_waits_for_its_queues_and_dicts(cli):
+    assert cli("environment create scratchpad").rc == 0
+    assert cli("-e scratchpad queue create jobs").rc == 0
+    assert cli("-e scratchpad dict create cache").rc == 0
+    line = assert_one_sentence(cli("environment delete scratchpad --yes"))
+    assert "queue 'jobs'" in line and "dict 'cache'" in line, line
+    assert cli("-e scratchpad queue delete jobs --yes").rc == 0
+    line = assert_one_sentence(cli("environment delete scratchpad --yes"))
+    assert "queue 'jobs'" not in line and "dict 'cache'" in line, line
+    assert cli("-e scratchpad dict delete cache --yes").rc == 0
+    assert cli("environment delete scratchpad --yes").rc == 0
+    assert "scratchpad" not in [e["name"] for e in cli("environment list --json").json()]
