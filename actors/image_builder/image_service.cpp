@@ -375,6 +375,9 @@ image_service::image_service(storage::store& db, std::shared_ptr<fs::chunk_store
   : db_(db), chunks_(std::move(chunks)), runtime_(runtime), options_(std::move(options)) {
   std::error_code ec;
   stdfs::remove_all(options_.state_dir + "/images/work", ec); // builds a crash interrupted
+  // State dirs from before the image store kept one debootstrapped tree here; nothing reads it.
+  for (auto old : {"/images/default", "/images/default.partial", "/images/default.stale"})
+    stdfs::remove_all(options_.state_dir + old, ec);
 }
 
 image_service::~image_service() = default;
