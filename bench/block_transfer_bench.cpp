@@ -7,10 +7,12 @@
 ///       and serves its BlockServer on 127.0.0.1. B (this process) then fetches every chunk into
 ///       a fresh store, `runs` times: run 1 is cold on A, the others warm.
 ///   block_transfer_bench breakdown [--dir D] [--mix 0|1] [--sync 0|1]
-///       In one process, the pieces a transfer is made of: SHA-256, store get (verified) of A's
-///       chunks, put_verified of them into a fresh store, memcpy.
+///       In one process, the pieces a transfer is made of: store read of A's chunks (verified,
+///       unverified as the block server serves them, and get() into strings), SHA-256, memcpy,
+///       put_verified of them into a fresh store.
 ///
-/// GB/s are 10^9 bytes per second of chunk payload.
+/// GB/s are 10^9 bytes per second of chunk payload. SHOAL_BENCH_BUFFERED_APPENDS=1 in the
+/// environment: stores append through the page cache (chunk_store_options::direct_appends off).
 
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -18,6 +20,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -100,6 +103,8 @@ std::string a_dir(const options& o) { return o.dir + (o.mix ? "/a-mix" : "/a-1m"
 std::unique_ptr<fs::chunk_store> open_store(const std::string& dir, bool sync) {
   fs::chunk_store_options so;
   so.sync = sync;
+  // SHOAL_BENCH_BUFFERED_APPENDS=1: appends through the page cache (direct_appends = false).
+  so.direct_appends = std::getenv("SHOAL_BENCH_BUFFERED_APPENDS") == nullptr;
   auto s = fs::chunk_store::open(dir, so);
   if (!s)
     die("open " + dir + ": " + message_of(s.error()));
@@ -170,6 +175,7 @@ void write_all(int fd, const std::string& s) {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
   block_server_config bc;
+  bc.verify_served_reads = false; // the fetching block_peer verifies (RESULTS.md)
   bc.store = store;
   bc.name = "block_server_a";
   auto server = spawn_block_server(sys, bc);
@@ -224,6 +230,7 @@ double run_b(const options& o, const std::string& address, const std::vector<fs:
   {
     caf::actor_system sys{cfg};
     block_server_config bc;
+    bc.verify_served_reads = false; // the fetching block_peer verifies (RESULTS.md)
     bc.store = store;
     bc.peer = (*peer)->source();
     auto server = spawn_block_server(sys, bc);
@@ -280,13 +287,36 @@ void breakdown(const options& o) {
     if (!cur.empty())
       batches.push_back(std::move(cur));
   }
+  fs::chunk_buffer buf; // reused by every read, as the block server does
   for (int pass = 0; pass < 2; ++pass) {
     auto t0 = clock_type::now();
     for (auto& b : batches)
-      if (!a->get(b))
-        die("get failed");
-    std::printf("get (verified), 4 MiB batches, pass %d:  %.2f GB/s\n", pass + 1,
+      if (auto err = a->read(b, buf))
+        die("read failed: " + message_of(err));
+    std::printf("read (verified), 4 MiB batches, pass %d: %.2f GB/s\n", pass + 1,
                 total / seconds_since(t0) / 1e9);
+  }
+  {
+    fs::chunk_store::read_options ro;
+    ro.verify = false;
+    auto t0 = clock_type::now();
+    for (auto& b : batches)
+      if (auto err = a->read(b, buf, ro))
+        die("read failed: " + message_of(err));
+    std::printf("read (unverified, as served), 4 MiB:      %.2f GB/s\n",
+                total / seconds_since(t0) / 1e9);
+  }
+  {
+    auto t0 = clock_type::now();
+    for (size_t k = 0; k < batches.size() && k < 64; ++k)
+      if (!a->get(batches[k]))
+        die("get failed");
+    uint64_t some = 0;
+    for (size_t k = 0; k < batches.size() && k < 64; ++k)
+      for (auto& id : batches[k])
+        some += *a->size_of(id);
+    std::printf("get (verified, std::string per chunk):    %.2f GB/s\n",
+                some / seconds_since(t0) / 1e9);
   }
   // SHA-256 alone.
   {
@@ -316,12 +346,11 @@ void breakdown(const options& o) {
     auto b = open_store(bdir, o.sync);
     double put_secs = 0;
     for (auto& batch : batches) {
-      auto got = a->get(batch);
-      if (!got)
-        die("get failed");
+      if (auto err = a->read(batch, buf))
+        die("read failed: " + message_of(err));
       std::vector<std::pair<fs::chunk_id, std::string_view>> lent;
       for (size_t i = 0; i < batch.size(); ++i)
-        lent.emplace_back(batch[i], (*got)[i]);
+        lent.emplace_back(batch[i], buf[i]);
       auto t0 = clock_type::now();
       if (auto err = b->put_verified(lent))
         die("put_verified: " + message_of(err));

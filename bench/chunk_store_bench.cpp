@@ -8,9 +8,12 @@
 ///         cache (chunk_store_options::direct_reads = false)
 ///
 ///     chunk_store_bench read <store-dir> <digest-file>
-///         load the layer and read every chunk of its files back through chunk_store::get
-///         (verified, in batches of about 32 MiB), discarding the bytes: the store's read path
-///         without writing a tree
+///         load the layer and read every chunk of its files back through
+///         chunk_store::read_batches (verified, in batches of about 32 MiB, the next batch in
+///         flight while one is verified), discarding the bytes: the store's read path without
+///         writing a tree. SHOAL_BENCH_READ=read: one chunk_store::read per 32 MiB batch
+///         instead; SHOAL_BENCH_READ=get: chunk_store::get per batch (a std::string per
+///         chunk). SHOAL_BENCH_NO_VERIFY=1: no SHA-256 check (the I/O alone).
 ///
 /// Prints one line: `<op> bytes=<content bytes> seconds=<s> mb_per_s=<MB/s>` (MB = 10^6 bytes,
 /// like fio's MB/s), then the store's counters.
@@ -77,30 +80,61 @@ int main(int argc, char** argv) {
     if (!l)
       return fail("load_layer", l.error());
     uint64_t bytes = 0;
-    std::vector<chunk_id> batch;
-    uint64_t batch_bytes = 0;
-    auto flush = [&]() -> caf::error {
-      if (batch.empty())
-        return {};
-      auto got = (*store)->get(batch);
-      if (!got)
-        return got.error();
-      for (const auto& c : *got)
-        bytes += c.size();
-      batch.clear();
-      batch_bytes = 0;
-      return {};
-    };
+    constexpr uint64_t batch_bytes = 32u << 20;
+    // SHOAL_BENCH_NO_VERIFY=1: skip the SHA-256 check (the I/O alone, for diagnosis).
+    chunk_store::read_options read_options;
+    read_options.verify = std::getenv("SHOAL_BENCH_NO_VERIFY") == nullptr;
+    std::vector<chunk_id> ids;
     for (const auto& e : l->entries)
-      for (const auto& c : e.chunks) {
-        batch.push_back(c.id);
-        batch_bytes += c.size;
-        if (batch_bytes >= (32u << 20))
+      for (const auto& c : e.chunks)
+        ids.push_back(c.id);
+    const char* mode = std::getenv("SHOAL_BENCH_READ");
+    if (mode == nullptr || std::string{mode} == "batches") {
+      // The default: read_batches (the next 32 MiB batch in flight while this one is verified).
+      auto err = (*store)->read_batches(
+        ids, batch_bytes,
+        [&](size_t, const chunk_buffer& chunks) -> caf::error {
+          bytes += chunks.bytes();
+          return {};
+        },
+        read_options);
+      if (err)
+        return fail("read_batches", err);
+    } else {
+      // "read": one read() per 32 MiB batch into one reused buffer; "get": get() per batch (a
+      // fresh std::string per chunk). For comparison.
+      const bool use_get = std::string{mode} == "get";
+      chunk_buffer buf;
+      std::vector<chunk_id> batch;
+      uint64_t in_batch = 0;
+      auto flush = [&]() -> caf::error {
+        if (batch.empty())
+          return {};
+        if (use_get) {
+          auto got = (*store)->get(batch);
+          if (!got)
+            return got.error();
+          for (const auto& c : *got)
+            bytes += c.size();
+        } else {
+          if (auto err = (*store)->read(batch, buf, read_options))
+            return err;
+          bytes += buf.bytes();
+        }
+        batch.clear();
+        in_batch = 0;
+        return {};
+      };
+      for (size_t i = 0; i < ids.size(); ++i) {
+        batch.push_back(ids[i]);
+        in_batch += *(*store)->size_of(ids[i]);
+        if (in_batch >= batch_bytes)
           if (auto err = flush())
-            return fail("get", err);
+            return fail("read", err);
       }
-    if (auto err = flush())
-      return fail("get", err);
+      if (auto err = flush())
+        return fail("read", err);
+    }
     double seconds = std::chrono::duration<double>(clock::now() - start).count();
     report("read", bytes, seconds, **store);
     return 0;

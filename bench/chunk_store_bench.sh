@@ -91,7 +91,7 @@ echo "| operation (2 GiB) | fio io_uring MB/s | chunk store MB/s | ratio | runs 
 echo "|---|---|---|---|---|"
 printf '| sequential write vs put (scan_tree) | %s | %s | %.2f | %s / %s |\n' "$mfw" "$mcp" \
   "$(echo "$mcp / $mfw" | bc -l)" "${FW[*]}" "${CP[*]}"
-printf '| sequential read vs read (get every chunk, verified) | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcr" \
+printf '| sequential read vs read (every chunk, verified, 32 MiB batches) | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcr" \
   "$(echo "$mcr / $mfr" | bc -l)" "${FR[*]}" "${CR[*]}"
 printf '| sequential read vs materialise | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcm" \
   "$(echo "$mcm / $mfr" | bc -l)" "${FR[*]}" "${CM[*]}"

@@ -1,6 +1,7 @@
 #include "fs/chunk_store.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -217,6 +218,12 @@ constexpr size_t direct_align = 4096;
 /// Chunks at least this large are read with O_DIRECT by write_files.
 constexpr uint32_t direct_read_min_bytes = 256u << 10;
 
+/// read(): contiguous chunks of one pack are read by one op up to this size (a larger chunk is
+/// one op of its own), and the ops are verified in groups of about `read_group_bytes` as they
+/// arrive (small groups: less hashing left after the last byte arrived).
+constexpr uint64_t read_extent_bytes = 2u << 20;
+constexpr uint64_t read_group_bytes = 2u << 20;
+
 /// Bytes per pipeline window, and how many windows rotate (read / hash / write).
 constexpr size_t window_bytes = 16u << 20;
 constexpr size_t window_count = 3;
@@ -347,6 +354,10 @@ struct chunk_store::impl {
   uint32_t open_pack = 0; ///< 0: no pack yet
   uint64_t open_size = 0; ///< bytes appended to the open pack (committed or being written)
   std::map<uint32_t, uint64_t> committed; ///< pack -> end covered by the index
+  /// Direct appends (options.direct_appends): O_RDWR | O_DIRECT descriptors by pack (-1: the
+  /// file system refused) and two staging buffers.
+  std::map<uint32_t, int> append_fds;
+  std::array<std::unique_ptr<slab>, 2> staging;
 
   /// Idle rings for readers (one ring per call, reused).
   mutable std::mutex rings_mutex;
@@ -367,6 +378,9 @@ struct chunk_store::impl {
     for (auto& [n, fd] : pack_fds)
       ::close(fd);
     for (auto& [n, fd] : direct_fds)
+      if (fd >= 0)
+        ::close(fd);
+    for (auto& [n, fd] : append_fds)
       if (fd >= 0)
         ::close(fd);
     if (db != nullptr) {
@@ -639,9 +653,143 @@ struct chunk_store::impl {
     return io_failure("appending to " + where, g.error != 0 ? g.error : EIO);
   }
 
+  /// The O_DIRECT append descriptor of a pack, or -1 (buffered appends then). Needs write_mutex.
+  int append_fd_of(uint32_t pack) {
+    auto i = append_fds.find(pack);
+    if (i != append_fds.end())
+      return i->second;
+    int fd = ::open(pack_path(pack).c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+    append_fds[pack] = fd;
+    return fd;
+  }
+
+  /// Writes pack bytes [begin, end) — `pieces` (pack offset, bytes) in offset order, exactly
+  /// covering it. The whole blocks inside the range go with O_DIRECT from the staging buffers
+  /// (two windows in flight); the partial blocks at either edge through the page cache (so the
+  /// block shared with the previous append is never rewritten, and the file ends exactly at
+  /// `end`). Needs write_mutex.
+  caf::error append_direct(uint32_t pack, int fd, uint64_t begin, uint64_t end,
+                           const std::vector<std::pair<uint64_t, std::string_view>>& pieces) {
+    constexpr size_t staging_bytes = 8u << 20;
+    for (auto& s : staging)
+      if (!s) {
+        s = std::make_unique<slab>(staging_bytes);
+        if (s->data == nullptr) {
+          s.reset();
+          return make_error(errc::resource_exhausted,
+                            "no memory for the chunk store's staging buffer");
+        }
+      }
+    // Copies pack bytes [from, to) out of `pieces` into `dst`; `cursor` only moves forward.
+    size_t cursor = 0;
+    auto gather = [&](uint64_t from, uint64_t to, char* dst) {
+      while (cursor < pieces.size()
+             && pieces[cursor].first + pieces[cursor].second.size() <= from)
+        ++cursor;
+      for (size_t k = cursor; k < pieces.size() && pieces[k].first < to; ++k) {
+        uint64_t a = std::max(from, pieces[k].first);
+        uint64_t b = std::min<uint64_t>(to, pieces[k].first + pieces[k].second.size());
+        std::memcpy(dst + (a - from), pieces[k].second.data() + (a - pieces[k].first), b - a);
+      }
+    };
+    const uint64_t head_end = std::min(end, (begin + direct_align - 1) & ~uint64_t{direct_align - 1});
+    const uint64_t tail_begin = std::max(head_end, end & ~uint64_t{direct_align - 1});
+    auto& ring = *write_ring;
+    std::array<io_group, 2> groups;
+    io_group edges;
+    std::string head(head_end - begin, '\0'), tail(end - tail_begin, '\0');
+    scope_exit guard{[&] { ring.drain(); }};
+    gather(begin, head_end, head.data());
+    auto buffered = [&](std::string& bytes, uint64_t at) {
+      if (bytes.empty())
+        return;
+      io_op op;
+      op.fd = fd_of(pack);
+      op.buf = bytes.data();
+      op.len = static_cast<uint32_t>(bytes.size());
+      op.offset = at;
+      op.kind = io_kind::write;
+      ring.add(edges, op);
+    };
+    buffered(head, begin);
+    size_t slot = 0;
+    for (uint64_t w = head_end; w < tail_begin; w += staging_bytes, slot ^= 1) {
+      auto& g = groups[slot];
+      ring.wait(g);
+      if (!g.ok())
+        return write_failure(g);
+      g.clear();
+      const uint64_t w_end = std::min<uint64_t>(w + staging_bytes, tail_begin);
+      gather(w, w_end, staging[slot]->data);
+      io_op op;
+      op.fd = fd;
+      op.buf = staging[slot]->data;
+      op.len = static_cast<uint32_t>(w_end - w);
+      op.offset = w;
+      op.kind = io_kind::write;
+      ring.add(g, op);
+      ring.kick();
+    }
+    gather(tail_begin, end, tail.data());
+    buffered(tail, tail_begin);
+    ring.kick();
+    for (auto* g : {&groups[0], &groups[1], &edges}) {
+      ring.wait(*g);
+      if (!g->ok())
+        return write_failure(*g);
+    }
+    return {};
+  }
+
   /// Stores already hashed chunks. Needs write_mutex.
   caf::error store_hashed(const std::vector<std::pair<chunk_id, std::string_view>>& chunks) {
     txn t;
+    if (options.direct_appends) {
+      // Stage everything, then write each pack's new range in one pass.
+      const uint64_t puts_before = puts.load(), deduplicated_before = deduplicated.load();
+      std::vector<std::pair<uint32_t, std::pair<uint64_t, std::string_view>>> appends;
+      for (auto& [id, data] : chunks) {
+        auto loc = stage(t, id, static_cast<uint32_t>(data.size()), nullptr);
+        if (!loc) {
+          rollback(t);
+          return std::move(loc.error());
+        }
+        if (*loc && !data.empty())
+          appends.push_back({(*loc)->pack, {(*loc)->offset, data}});
+      }
+      bool refused = false;
+      for (size_t i = 0; i < appends.size() && !refused;) {
+        uint32_t pack = appends[i].first;
+        size_t j = i;
+        std::vector<std::pair<uint64_t, std::string_view>> pieces;
+        while (j < appends.size() && appends[j].first == pack)
+          pieces.push_back(appends[j++].second);
+        int fd = append_fd_of(pack);
+        if (fd < 0) {
+          refused = i == 0; // no O_DIRECT here: the buffered path below does the whole batch
+          if (!refused) {
+            rollback(t);
+            return io_failure("opening " + pack_path(pack) + " for direct appends", EINVAL);
+          }
+          break;
+        }
+        uint64_t begin = pieces.front().first;
+        uint64_t end = pieces.back().first + pieces.back().second.size();
+        if (auto err = append_direct(pack, fd, begin, end, pieces)) {
+          rollback(t);
+          return err;
+        }
+        i = j;
+      }
+      if (!refused)
+        return commit(t);
+      // The file system refuses O_DIRECT: appends go through the page cache from now on.
+      rollback(t);
+      puts = puts_before;
+      deduplicated = deduplicated_before;
+      options.direct_appends = false;
+      log::info("chunk_store_direct_appends_refused").kv("dir", dir);
+    }
     io_group g;
     auto& ring = *write_ring;
     scope_exit guard{[&] { ring.drain(); }};
@@ -683,6 +831,42 @@ struct chunk_store::impl {
 
   caf::error write_files(const std::vector<std::pair<int, std::vector<chunk_id>>>& files,
                          io_ring& ring) const;
+
+  /// One read() batch in flight: its extents (runs of adjacent chunks, one op each), the op
+  /// groups they are waited for in, and where each chunk lands in the buffer. Must not move
+  /// while its ops are in the ring.
+  struct read_extent {
+    int fd;
+    bool direct;
+    uint64_t first, end;   ///< the pack bytes wanted
+    uint64_t read_first;   ///< where the op starts (aligned down for O_DIRECT)
+    size_t buf_offset;     ///< where read_first lands in the buffer
+    size_t chunk_begin, chunk_end;
+  };
+  struct read_plan {
+    const chunk_id* ids = nullptr;
+    const location* locs = nullptr;
+    size_t n = 0;
+    chunk_buffer* out = nullptr;
+    char* buf = nullptr;
+    uint64_t bytes = 0;
+    std::vector<read_extent> extents;
+    std::vector<const read_extent*> owner; ///< by chunk
+    std::vector<std::pair<size_t, size_t>> group_ranges; ///< [first, last) into extents
+    std::vector<io_group> groups;
+    std::string_view view(size_t i) const;
+  };
+  caf::expected<std::vector<location>> locate(const std::vector<chunk_id>& ids) const;
+  /// Plans the reads of ids[0, n) into `out` and queues them all.
+  caf::error start_read(const chunk_id* ids, const location* locs, size_t n, chunk_buffer& out,
+                        read_plan& p, io_ring& ring) const;
+  /// Waits for a started read group by group, verifying each as it arrives; fills `out`.
+  caf::error finish_read(read_plan& p, bool verify, hash_pool& hasher, io_ring& ring) const;
+  caf::error read_into(const std::vector<chunk_id>& ids, chunk_buffer& out, bool verify,
+                       io_ring& ring) const;
+  using batch_fn = std::function<caf::error(size_t, const chunk_buffer&)>;
+  caf::error read_batches(const std::vector<chunk_id>& ids, uint64_t batch_bytes,
+                          const batch_fn& fn, bool verify, io_ring& ring) const;
 };
 
 chunk_store::chunk_store(std::unique_ptr<impl> p) : impl_(std::move(p)) {
@@ -842,68 +1026,61 @@ caf::expected<std::vector<chunk_id>> chunk_store::put(const std::vector<std::str
 }
 
 caf::error chunk_store::put_verified(const std::vector<std::pair<chunk_id, std::string_view>>& chunks) {
+  uint64_t total = 0;
   for (auto& [id, data] : chunks) {
     if (data.size() > max_chunk_size)
       return make_error(errc::invalid_argument,
                         "chunk " + id.hex() + " has " + std::to_string(data.size())
                           + " bytes, more than the limit of " + std::to_string(max_chunk_size));
-    auto actual = hash_chunk(data);
-    if (actual != id)
-      return make_error(errc::storage_failure,
-                        "chunk " + id.hex() + " received from a peer is corrupt: its bytes hash to "
-                          + actual.hex() + "; nothing of the batch was stored");
+    total += data.size();
   }
+  // Verified before the write lock, on this thread and a helper for batches worth a thread.
+  std::vector<chunk_id> actual(chunks.size());
+  {
+    hash_pool hasher;
+    if (total >= parallel_hash_min_bytes && chunks.size() > 1)
+      hasher.enable_helper();
+    hasher.start(chunks.size(), [&](size_t k) { actual[k] = hash_chunk(chunks[k].second); });
+    hasher.finish();
+  }
+  for (size_t k = 0; k < chunks.size(); ++k)
+    if (actual[k] != chunks[k].first)
+      return make_error(errc::storage_failure,
+                        "chunk " + chunks[k].first.hex()
+                          + " received from a peer is corrupt: its bytes hash to "
+                          + actual[k].hex() + "; nothing of the batch was stored");
   std::lock_guard lock{impl_->write_mutex};
   return impl_->store_hashed(chunks);
 }
 
-caf::expected<std::vector<std::string>> chunk_store::get(const std::vector<chunk_id>& ids) const {
-  std::vector<const chunk_id*> ptrs;
-  ptrs.reserve(ids.size());
-  for (auto& id : ids)
-    ptrs.push_back(&id);
-  auto found = impl_->lookup(ptrs);
-  if (!found)
-    return std::move(found.error());
-  std::vector<location> locs(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (!(*found)[i])
-      return impl_->not_found(ids[i]);
-    locs[i] = *(*found)[i];
-  }
-  std::vector<std::string> out(ids.size());
+caf::error chunk_store::read(const std::vector<chunk_id>& ids, chunk_buffer& out,
+                             read_options options) const {
   auto ring = impl_->acquire_ring();
   if (!ring)
     return std::move(ring.error());
-  io_group g;
-  {
-    scope_exit guard{[&] { (*ring)->drain(); }};
-    for (size_t i = 0; i < ids.size(); ++i) {
-      out[i].resize(locs[i].size);
-      io_op op;
-      op.fd = impl_->fd_of(locs[i].pack);
-      if (op.fd < 0)
-        return make_error(errc::storage_failure, "chunk " + ids[i].hex() + " is indexed in "
-                                                   + impl_->pack_path(locs[i].pack)
-                                                   + ", which does not exist");
-      op.buf = out[i].data();
-      op.len = locs[i].size;
-      op.offset = locs[i].offset;
-      op.kind = io_kind::read;
-      op.tag = i;
-      (*ring)->add(g, op);
-    }
-    (*ring)->wait(g);
-  }
+  auto err = impl_->read_into(ids, out, options.verify, **ring);
   impl_->release_ring(std::move(*ring));
-  if (!g.ok())
-    return impl_->read_failure(g, locs);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    auto actual = hash_chunk(out[i]);
-    if (actual != ids[i])
-      return impl_->corrupt(ids[i], locs[i], actual);
-  }
-  impl_->reads += ids.size();
+  return err;
+}
+
+caf::error chunk_store::read_batches(const std::vector<chunk_id>& ids, uint64_t batch_bytes,
+                                     const batch_fn& fn, read_options options) const {
+  auto ring = impl_->acquire_ring();
+  if (!ring)
+    return std::move(ring.error());
+  auto err = impl_->read_batches(ids, batch_bytes, fn, options.verify, **ring);
+  impl_->release_ring(std::move(*ring));
+  return err;
+}
+
+caf::expected<std::vector<std::string>> chunk_store::get(const std::vector<chunk_id>& ids) const {
+  chunk_buffer buf;
+  if (auto err = read(ids, buf))
+    return err;
+  std::vector<std::string> out;
+  out.reserve(buf.size());
+  for (auto c : buf.chunks())
+    out.emplace_back(c);
   return out;
 }
 
@@ -1284,6 +1461,205 @@ caf::error chunk_store::impl::write_files(
       return io_failure("writing a file being materialised", w.writes.error);
   }
   reads += chunks_read;
+  return {};
+}
+
+caf::error chunk_store::impl::start_read(const chunk_id* ids, const location* locs, size_t n,
+                                         chunk_buffer& out, read_plan& p, io_ring& ring) const {
+  p = read_plan{};
+  p.ids = ids;
+  p.locs = locs;
+  p.n = n;
+  p.out = &out;
+  out.prepare(0);
+  // Extents: runs of chunks that follow each other in one pack, read by one op each.
+  for (size_t i = 0; i < n; ++i) {
+    const auto& loc = locs[i];
+    int direct_fd = options.direct_reads ? direct_fd_of(loc.pack) : -1;
+    int fd = direct_fd >= 0 ? direct_fd : fd_of(loc.pack);
+    if (fd < 0)
+      return make_error(errc::storage_failure, "chunk " + ids[i].hex() + " is indexed in "
+                                                 + pack_path(loc.pack) + ", which does not exist");
+    if (!p.extents.empty()) {
+      auto& e = p.extents.back();
+      if (e.fd == fd && e.end == loc.offset && e.end - e.first + loc.size <= read_extent_bytes) {
+        e.end += loc.size;
+        e.chunk_end = i + 1;
+        continue;
+      }
+    }
+    p.extents.push_back({fd, direct_fd >= 0, loc.offset, loc.offset + loc.size, 0, 0, i, i + 1});
+  }
+  size_t used = 0;
+  for (auto& e : p.extents) {
+    e.read_first = e.direct ? e.first & ~uint64_t{direct_align - 1} : e.first;
+    uint64_t read_end = e.direct ? (e.end + direct_align - 1) & ~uint64_t{direct_align - 1} : e.end;
+    e.buf_offset = used;
+    used += (read_end - e.read_first + direct_align - 1) & ~(direct_align - 1);
+  }
+  p.bytes = used;
+  p.buf = out.prepare(used);
+  if (p.buf == nullptr)
+    return make_error(errc::resource_exhausted, "no memory for " + std::to_string(used)
+                                                  + " bytes of chunks read from " + dir);
+  p.owner.resize(n);
+  for (auto& e : p.extents)
+    for (size_t i = e.chunk_begin; i < e.chunk_end; ++i)
+      p.owner[i] = &e;
+  // Groups of extents, waited for (and verified) in order; every op is queued at once.
+  {
+    uint64_t bytes = 0;
+    size_t first = 0;
+    for (size_t k = 0; k < p.extents.size(); ++k) {
+      bytes += p.extents[k].end - p.extents[k].first;
+      if (bytes >= read_group_bytes || k + 1 == p.extents.size()) {
+        p.group_ranges.emplace_back(first, k + 1);
+        first = k + 1;
+        bytes = 0;
+      }
+    }
+  }
+  p.groups = std::vector<io_group>(p.group_ranges.size()); // never resized: ops point into it
+  for (size_t g = 0; g < p.groups.size(); ++g)
+    for (size_t k = p.group_ranges[g].first; k < p.group_ranges[g].second; ++k) {
+      const auto& e = p.extents[k];
+      if (e.end == e.first)
+        continue; // empty chunks only
+      io_op op;
+      op.fd = e.fd;
+      op.buf = p.buf + e.buf_offset;
+      op.offset = e.read_first;
+      op.kind = io_kind::read;
+      op.tag = e.chunk_begin;
+      if (e.direct) {
+        uint64_t read_end = (e.end + direct_align - 1) & ~uint64_t{direct_align - 1};
+        op.len = static_cast<uint32_t>(read_end - e.read_first);
+        op.need = static_cast<uint32_t>(e.end - e.read_first);
+      } else {
+        op.len = static_cast<uint32_t>(e.end - e.first);
+      }
+      ring.add(p.groups[g], op);
+    }
+  ring.kick();
+  return {};
+}
+
+std::string_view chunk_store::impl::read_plan::view(size_t i) const {
+  const auto& e = *owner[i];
+  return {buf + e.buf_offset + (locs[i].offset - e.read_first), locs[i].size};
+}
+
+caf::error chunk_store::impl::finish_read(read_plan& p, bool verify, hash_pool& hasher,
+                                          io_ring& ring) const {
+  std::vector<chunk_id> actual(verify ? p.n : 0);
+  for (size_t g = 0; g < p.groups.size(); ++g) {
+    ring.wait(p.groups[g]);
+    if (!p.groups[g].ok()) {
+      std::vector<location> locs(p.locs, p.locs + p.n);
+      return read_failure(p.groups[g], locs);
+    }
+    if (!verify)
+      continue;
+    size_t begin = p.extents[p.group_ranges[g].first].chunk_begin;
+    size_t end = p.extents[p.group_ranges[g].second - 1].chunk_end;
+    hasher.start(end - begin, [&, begin](size_t k) {
+      auto c = p.view(begin + k);
+      actual[begin + k] = sha256(c.data(), c.size());
+    });
+    hasher.finish();
+    for (size_t i = begin; i < end; ++i)
+      if (actual[i] != p.ids[i])
+        return corrupt(p.ids[i], p.locs[i], actual[i]);
+  }
+  for (size_t i = 0; i < p.n; ++i)
+    p.out->add(p.view(i));
+  reads += p.n;
+  return {};
+}
+
+caf::expected<std::vector<location>>
+chunk_store::impl::locate(const std::vector<chunk_id>& ids) const {
+  std::vector<const chunk_id*> ptrs;
+  ptrs.reserve(ids.size());
+  for (auto& id : ids)
+    ptrs.push_back(&id);
+  auto found = lookup(ptrs);
+  if (!found)
+    return std::move(found.error());
+  std::vector<location> locs(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!(*found)[i])
+      return not_found(ids[i]);
+    locs[i] = *(*found)[i];
+  }
+  return locs;
+}
+
+caf::error chunk_store::impl::read_into(const std::vector<chunk_id>& ids, chunk_buffer& out,
+                                        bool verify, io_ring& ring) const {
+  out.prepare(0);
+  auto locs = locate(ids);
+  if (!locs)
+    return std::move(locs.error());
+  read_plan plan;
+  scope_exit guard{[&] { ring.drain(); }}; // before the plan's groups go
+  if (auto err = start_read(ids.data(), locs->data(), ids.size(), out, plan, ring)) {
+    out.prepare(0);
+    return err;
+  }
+  hash_pool hasher;
+  if (verify && plan.bytes >= parallel_hash_min_bytes)
+    hasher.enable_helper();
+  auto err = finish_read(plan, verify, hasher, ring);
+  if (err)
+    out.prepare(0);
+  return err;
+}
+
+caf::error chunk_store::impl::read_batches(const std::vector<chunk_id>& ids, uint64_t batch_bytes,
+                                           const batch_fn& fn, bool verify, io_ring& ring) const {
+  auto locs = locate(ids);
+  if (!locs)
+    return std::move(locs.error());
+  std::vector<std::pair<size_t, size_t>> batches; // [first, last) into ids
+  {
+    size_t first = 0;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i > first && bytes + (*locs)[i].size > batch_bytes) {
+        batches.emplace_back(first, i);
+        first = i;
+        bytes = 0;
+      }
+      bytes += (*locs)[i].size;
+    }
+    if (first < ids.size())
+      batches.emplace_back(first, ids.size());
+  }
+  std::array<chunk_buffer, 2> bufs;
+  std::array<read_plan, 2> plans;
+  scope_exit guard{[&] { ring.drain(); }}; // before the plans' groups go
+  hash_pool hasher;
+  if (verify)
+    hasher.enable_helper();
+  auto start = [&](size_t b) {
+    auto [first, last] = batches[b];
+    return start_read(ids.data() + first, locs->data() + first, last - first, bufs[b % 2],
+                      plans[b % 2], ring);
+  };
+  if (!batches.empty())
+    if (auto err = start(0))
+      return err;
+  for (size_t b = 0; b < batches.size(); ++b) {
+    // The next batch is in flight while this one is verified and handed over.
+    if (b + 1 < batches.size())
+      if (auto err = start(b + 1))
+        return err;
+    if (auto err = finish_read(plans[b % 2], verify, hasher, ring))
+      return err;
+    if (auto err = fn(batches[b].first, bufs[b % 2]))
+      return err;
+  }
   return {};
 }
 

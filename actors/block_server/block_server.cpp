@@ -1,5 +1,6 @@
 #include "actors/block_server/block_server.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <utility>
@@ -31,7 +32,26 @@ struct block_server_state {
   uint64_t chunks_written = 0; ///< pushed through `write` (the peer's fetches count as fetched)
   uint64_t bytes_written = 0;
   uint64_t write_rejections = 0;
-  uint64_t read_busy_ns = 0; ///< time spent in store reads (verified) for `read`
+  uint64_t read_busy_ns = 0; ///< time spent in store reads for `read`
+  /// Read buffers, reused once the bridge dropped its reference (use_count 1).
+  std::vector<std::shared_ptr<fs::chunk_buffer>> buffers;
+
+  /// A buffer nobody else holds: a pooled one, or a new one (pooled while there is room).
+  std::shared_ptr<fs::chunk_buffer> free_buffer() {
+    for (auto& b : buffers)
+      if (b.use_count() == 1) {
+        // Pairs with the release in the other thread's shared_ptr decrement: its reads of the
+        // bytes happen before our next write into them.
+        std::atomic_thread_fence(std::memory_order_acquire);
+        return b;
+      }
+    auto b = std::make_shared<fs::chunk_buffer>();
+    if (buffers.size() < max_pooled_buffers)
+      buffers.push_back(b);
+    return b;
+  }
+  /// The bridge holds read_ahead + 1 batches at a time (bridge_options).
+  static constexpr size_t max_pooled_buffers = 4;
 };
 
 using self_ptr = block_server_actor::stateful_pointer<block_server_state>;
@@ -73,20 +93,21 @@ block_server_actor::behavior_type block_server_impl(self_ptr self, block_server_
       }
       return sizes;
     },
-    [self](read_atom, chunk_ids& ids) -> caf::result<chunk_batch> {
+    [self](read_atom, chunk_ids& ids) -> caf::result<served_chunks> {
       auto& st = self->state;
       auto t0 = std::chrono::steady_clock::now();
-      auto bytes = st.cfg.store->get(ids);
+      auto buf = st.free_buffer();
+      fs::chunk_store::read_options ro;
+      ro.verify = st.cfg.verify_served_reads;
+      auto err = st.cfg.store->read(ids, *buf, ro);
       st.read_busy_ns += static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
           .count());
-      if (!bytes)
-        return bytes.error();
-      chunk_batch out{std::move(ids), std::move(*bytes)};
-      st.chunks_served += out.chunks.size();
-      for (auto& c : out.chunks)
-        st.bytes_served += c.size();
-      return out;
+      if (err)
+        return err;
+      st.chunks_served += buf->size();
+      st.bytes_served += buf->bytes();
+      return served_chunks{std::move(ids), std::move(buf)};
     },
     [self](write_atom, const chunk_batch& batch) -> caf::result<void> {
       if (batch.ids.size() != batch.chunks.size())

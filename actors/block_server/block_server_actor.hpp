@@ -37,6 +37,16 @@ typename Inspector::result_type inspect(Inspector& f, chunk_batch& x) {
   return f(caf::meta::type_name("chunk_batch"), x.ids, x.chunks);
 }
 
+/// Chunks read for a peer, in request order: `data->chunks()[i]` is the bytes of `ids[i]`.
+/// shared_ptr: the reply travels in a CAF message (copyable) to the bridge's kj thread, which
+/// copies the bytes into the capnp message and drops it; the actor then reuses the buffer for a
+/// later read (block_server.cpp), so a transfer does not fault in fresh pages for every batch.
+/// In-process only (never serialised): see the unsafe-type marker at the end of this file.
+struct served_chunks {
+  chunk_ids ids;
+  std::shared_ptr<const fs::chunk_buffer> data;
+};
+
 /// What a fetch moved over the network (0, 0 when everything was local already).
 struct fetch_result {
   uint64_t chunks = 0;
@@ -64,9 +74,11 @@ using block_server_actor = caf::typed_actor<
   /// ids -> their stored sizes; [not_found] naming the first absent one. The bridge plans its
   /// ≤ 4 MiB batches with it before streaming anything.
   caf::replies_to<sizes_atom, chunk_ids>::with<std::vector<uint32_t>>,
-  /// ids -> the same ids with their bytes, verified (counted as served). [not_found] /
-  /// [storage_failure] naming the chunk.
-  caf::replies_to<read_atom, chunk_ids>::with<chunk_batch>,
+  /// ids -> the same ids with their bytes (counted as served), for the bridge's `read`, whose
+  /// receiver verifies every chunk (schema/blocks.capnp); verified here as well only when
+  /// `block_server_config::verify_served_reads` is set. [not_found] naming the chunk;
+  /// [storage_failure] for a failed read (or a corrupt chunk when verifying).
+  caf::replies_to<read_atom, chunk_ids>::with<served_chunks>,
   /// Stores owned chunks after verifying each against its id; [storage_failure] naming the first
   /// mismatch, and then nothing of the batch is stored.
   caf::replies_to<write_atom, chunk_batch>::with<void>,
@@ -84,3 +96,4 @@ using block_server_actor = caf::typed_actor<
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::block_server::chunk_ids)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::block_server::loan_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::block_server::served_chunks)

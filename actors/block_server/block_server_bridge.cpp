@@ -39,7 +39,7 @@ struct read_job {
   wire::ChunkSink::Client sink;
   chunk_ids ids;
   std::vector<std::pair<size_t, size_t>> batches; ///< [first, last) into ids
-  std::deque<kj::Promise<chunk_batch>> reads;     ///< asked of the actor, in batch order
+  std::deque<kj::Promise<served_chunks>> reads;     ///< asked of the actor, in batch order
   size_t requested = 0;                           ///< batches asked for so far
   std::deque<kj::Promise<void>> sends;            ///< stream promises not yet awaited
   uint64_t chunks = 0;
@@ -131,14 +131,14 @@ private:
     while (j.requested < j.batches.size() && j.requested <= next + options_.read_ahead) {
       auto [first, last] = j.batches[j.requested++];
       chunk_ids slice(j.ids.begin() + first, j.ids.begin() + last);
-      j.reads.push_back(bridge::ask<chunk_batch>(sys_, server_, bridge::default_timeout,
+      j.reads.push_back(bridge::ask<served_chunks>(sys_, server_, bridge::default_timeout,
                                                  read_atom::value, std::move(slice)));
     }
     if (next == j.batches.size())
       return finish(j);
     auto batch = kj::mv(j.reads.front());
     j.reads.pop_front();
-    return batch.then([this, &j, next](chunk_batch b) -> kj::Promise<void> {
+    return batch.then([this, &j, next](served_chunks b) -> kj::Promise<void> {
       j.sends.push_back(send(j, b));
       if (j.sends.size() < options_.send_window)
         return pump(j, next + 1);
@@ -148,9 +148,12 @@ private:
     });
   }
 
-  kj::Promise<void> send(read_job& j, const chunk_batch& b) {
+  /// Copies the batch into one capnp message (the one copy on the sending side) and sends it;
+  /// `b`'s buffer goes back to the actor when the caller drops `b`.
+  kj::Promise<void> send(read_job& j, const served_chunks& b) {
+    const auto& bytes = b.data->chunks();
     uint64_t words = 16 + b.ids.size() * (2 + 4 + 1);
-    for (auto& c : b.chunks)
+    for (auto& c : bytes)
       words += (c.size() + 7) / 8 + 1;
     auto req = j.sink.writeRequest(capnp::MessageSize{words, 0});
     auto n = static_cast<unsigned>(b.ids.size());
@@ -158,7 +161,7 @@ private:
     auto chunks = req.initChunks(n);
     for (unsigned i = 0; i < n; ++i) {
       ids.set(i, chunk_id_to_wire(b.ids[i]));
-      auto& c = b.chunks[i];
+      auto c = bytes[i];
       chunks.set(i, capnp::Data::Reader(reinterpret_cast<const kj::byte*>(c.data()), c.size()));
       j.bytes += c.size();
     }

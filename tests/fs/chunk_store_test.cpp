@@ -342,3 +342,182 @@ TEST_CASE("write_files with O_DIRECT pack reads writes the same bytes and still 
   CHECK(shoal::code_of(bad) == shoal::errc::storage_failure);
   CHECK_THAT(shoal::message_of(bad), Catch::Contains(second.hex()));
 }
+
+TEST_CASE("read returns chunks in order from one reused buffer and catches a corrupt one") {
+  auto direct = GENERATE(true, false);
+  temp_dir dir;
+  chunk_store_options options;
+  options.direct_reads = direct;
+  auto store = open_store(dir.sub("store"), options);
+  // Sizes that leave every chunk at an unaligned pack offset; one larger than a read extent.
+  std::vector<std::string> chunks;
+  const size_t sizes[] = {3001, 1, 5000, file_chunk_size, 3 * file_chunk_size + 5, 17, 600'001};
+  for (uint32_t i = 0; i < 7; ++i)
+    chunks.push_back(random_bytes(sizes[i], 100 + i));
+  auto ids = put_ok(*store, chunks);
+  // Out of pack order, with a repeat: extents are only merged where chunks are adjacent.
+  std::vector<size_t> order = {2, 3, 4, 5, 0, 6, 1, 3};
+  std::vector<chunk_id> want;
+  for (auto k : order)
+    want.push_back(ids[k]);
+  chunk_buffer buf;
+  REQUIRE_FALSE(store->read(want, buf));
+  REQUIRE(buf.size() == want.size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    CHECK(buf[i] == chunks[order[i]]);
+    total += chunks[order[i]].size();
+  }
+  CHECK(buf.bytes() == total);
+  // A smaller read reuses the buffer.
+  auto capacity = buf.capacity_bytes();
+  REQUIRE_FALSE(store->read({ids[1], ids[0]}, buf));
+  REQUIRE(buf.size() == 2);
+  CHECK(buf[0] == chunks[1]);
+  CHECK(buf[1] == chunks[0]);
+  CHECK(buf.capacity_bytes() == capacity);
+
+  // Flip a byte inside chunk 4 (the large one) in the pack.
+  {
+    auto pack = pack_path(dir, 1);
+    auto bytes = shoal::test::read_file(pack);
+    auto at = bytes.find(chunks[4].substr(0, 64));
+    REQUIRE(at != std::string::npos);
+    int fd = ::open(pack.c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    char flipped = static_cast<char>(bytes[at + 2 * file_chunk_size + 1] ^ 0x10);
+    REQUIRE(::pwrite(fd, &flipped, 1, static_cast<off_t>(at + 2 * file_chunk_size + 1)) == 1);
+    ::fsync(fd);
+    ::close(fd);
+  }
+  auto err = store->read(want, buf);
+  REQUIRE(err);
+  CHECK(shoal::code_of(err) == shoal::errc::storage_failure);
+  CHECK_THAT(shoal::message_of(err), Catch::Contains(ids[4].hex()));
+  CHECK_THAT(shoal::message_of(err), Catch::Contains("pack-000001.dat"));
+  CHECK(buf.size() == 0);
+  auto got = store->get(ids[4]);
+  REQUIRE_FALSE(got);
+  CHECK_THAT(shoal::message_of(got.error()), Catch::Contains(ids[4].hex()));
+  // Unverified reads (for a receiver that verifies) return the bytes as stored.
+  chunk_store::read_options unverified;
+  unverified.verify = false;
+  REQUIRE_FALSE(store->read({ids[4], ids[5]}, buf, unverified));
+  CHECK(buf[0].size() == chunks[4].size());
+  CHECK(buf[0] != chunks[4]);
+  CHECK(buf[1] == chunks[5]);
+  // A missing chunk is not_found naming it.
+  auto absent = hash_chunk("not stored");
+  auto missing = store->read({ids[0], absent}, buf);
+  REQUIRE(missing);
+  CHECK(shoal::code_of(missing) == shoal::errc::not_found);
+  CHECK_THAT(shoal::message_of(missing), Catch::Contains(absent.hex()));
+}
+
+TEST_CASE("put_verified batches at unaligned offsets leave a pack of exactly their bytes") {
+  auto direct = GENERATE(true, false);
+  temp_dir dir;
+  chunk_store_options options;
+  options.direct_appends = direct;
+  std::vector<std::string> chunks;
+  std::vector<chunk_id> ids;
+  uint64_t expected_size = 0;
+  {
+    auto store = open_store(dir.sub("store"), options);
+    // Batch edges inside blocks, a batch within one block, one larger than a staging window,
+    // a batch ending block-aligned, and a duplicate inside a batch.
+    const std::vector<std::vector<size_t>> batches = {
+      {100, 5000}, {7}, {file_chunk_size + 3, 4096}, {9 * file_chunk_size + 11, 1},
+      {4096 - ((100 + 5000 + 7 + file_chunk_size + 3 + 4096 + 9 * file_chunk_size + 11 + 1) % 4096)},
+      {8192, 3}};
+    uint32_t seed = 500;
+    for (auto& sizes : batches) {
+      std::vector<std::pair<chunk_id, std::string_view>> batch;
+      size_t first = chunks.size();
+      for (auto size : sizes) {
+        chunks.push_back(random_bytes(size, seed++));
+        expected_size += size;
+      }
+      for (size_t k = first; k < chunks.size(); ++k) {
+        ids.push_back(hash_chunk(chunks[k]));
+        batch.emplace_back(ids[k], chunks[k]);
+      }
+      batch.emplace_back(ids[first], chunks[first]); // stored once
+      REQUIRE_FALSE(store->put_verified(batch));
+      CHECK(std::filesystem::file_size(pack_path(dir, 1)) == expected_size);
+      auto got = store->get(std::vector<chunk_id>(ids.begin(), ids.end()));
+      REQUIRE(got);
+      CHECK(*got == chunks);
+    }
+    CHECK(store->stats().chunks == chunks.size());
+  }
+  auto store = open_store(dir.sub("store"), options);
+  CHECK(std::filesystem::file_size(pack_path(dir, 1)) == expected_size);
+  auto got = store->get(ids);
+  REQUIRE(got);
+  CHECK(*got == chunks);
+  // A batch with a bad chunk stores nothing, and the next one appends where the last ended.
+  auto good = random_bytes(70'000, 900);
+  auto bad = random_bytes(70'000, 901);
+  auto err = store->put_verified({{hash_chunk(good), good}, {hash_chunk(good), bad}});
+  REQUIRE(err);
+  CHECK(shoal::code_of(err) == shoal::errc::storage_failure);
+  CHECK_FALSE(store->contains(hash_chunk(good)));
+  REQUIRE_FALSE(store->put_verified({{hash_chunk(good), good}}));
+  CHECK(std::filesystem::file_size(pack_path(dir, 1)) == expected_size + good.size());
+  CHECK(store->get(hash_chunk(good)).value() == good);
+}
+
+TEST_CASE("read_batches hands over every chunk in order, batch by batch, and stops at a corrupt one") {
+  temp_dir dir;
+  auto store = open_store(dir.sub("store"));
+  std::vector<std::string> chunks;
+  for (uint32_t i = 0; i < 40; ++i)
+    chunks.push_back(random_bytes(i % 4 == 0 ? file_chunk_size : 70'000 + i, 700 + i));
+  auto ids = put_ok(*store, chunks);
+  std::vector<std::string> seen;
+  size_t batches = 0;
+  auto err = store->read_batches(ids, 3u << 20, [&](size_t first, const chunk_buffer& got) {
+    CHECK(first == seen.size());
+    uint64_t bytes = 0;
+    for (auto c : got.chunks()) {
+      seen.emplace_back(c);
+      bytes += c.size();
+    }
+    CHECK((bytes <= (3u << 20) || got.size() == 1));
+    ++batches;
+    return caf::error{};
+  });
+  REQUIRE_FALSE(err);
+  CHECK(batches > 3);
+  CHECK(seen == chunks);
+
+  // Corrupt chunk 30: the batches before it are handed over, then the error names it.
+  {
+    auto pack = pack_path(dir, 1);
+    auto bytes = shoal::test::read_file(pack);
+    auto at = bytes.find(chunks[30].substr(0, 64));
+    REQUIRE(at != std::string::npos);
+    int fd = ::open(pack.c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    char flipped = static_cast<char>(bytes[at + 5] ^ 0x04);
+    REQUIRE(::pwrite(fd, &flipped, 1, static_cast<off_t>(at + 5)) == 1);
+    ::fsync(fd);
+    ::close(fd);
+  }
+  size_t handed = 0;
+  err = store->read_batches(ids, 3u << 20, [&](size_t, const chunk_buffer& got) {
+    handed += got.size();
+    return caf::error{};
+  });
+  REQUIRE(err);
+  CHECK(shoal::code_of(err) == shoal::errc::storage_failure);
+  CHECK_THAT(shoal::message_of(err), Catch::Contains(ids[30].hex()));
+  CHECK(handed <= 30);
+  // An error of the callback stops the reading and is returned.
+  err = store->read_batches(ids, 1u << 20, [&](size_t, const chunk_buffer&) {
+    return shoal::make_error(shoal::errc::internal, "enough");
+  });
+  REQUIRE(err);
+  CHECK_THAT(shoal::message_of(err), Catch::Contains("enough"));
+}

@@ -2,10 +2,15 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <capnp/rpc-twoparty.h>
 #include <caf/all.hpp>
@@ -430,4 +435,43 @@ TEST_CASE("a peer that sends a corrupted chunk is refused with an error naming i
   CHECK(b.counter("fetches_failed") == 1);
   b.peer->stop();
   (*rpc)->stop(std::chrono::milliseconds{1000});
+}
+
+TEST_CASE("a chunk corrupted in the serving node's pack is refused by the fetching node, named") {
+  // Whether A catches the bad bytes when serving (verify_served_reads, the default) or B's
+  // verified store does, the fetch fails naming the chunk and B stores nothing of it.
+  node a;
+  std::vector<std::string> chunks;
+  for (uint64_t i = 0; i < 8; ++i)
+    chunks.push_back(make_chunk(300 + i, 70000 + i));
+  auto ids = a.put(chunks);
+  {
+    auto pack = a.tmp.sub("chunks") + "/pack-000001.dat";
+    std::string bytes;
+    {
+      std::ifstream in{pack, std::ios::binary};
+      REQUIRE(in.good());
+      bytes.assign(std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{});
+    }
+    auto at = bytes.find(chunks[5].substr(0, 64));
+    REQUIRE(at != std::string::npos);
+    int fd = ::open(pack.c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    char flipped = static_cast<char>(bytes[at + 999] ^ 0x01);
+    REQUIRE(::pwrite(fd, &flipped, 1, static_cast<off_t>(at + 999)) == 1);
+    ::fsync(fd);
+    ::close(fd);
+  }
+  node b{a.serve()};
+  auto r = b.ask<fetch_result>(fetch_atom::value, ids);
+  REQUIRE_FALSE(r);
+  CHECK(code_of(r.error()) == errc::storage_failure);
+  CHECK_THAT(message_of(r.error()), Catch::Contains(ids[5].hex()));
+  CHECK_FALSE(b.store->contains(ids[5]));
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (b.store->contains(ids[i])) {
+      auto got = b.store->get(ids[i]);
+      REQUIRE(got);
+      CHECK(*got == chunks[i]);
+    }
 }
