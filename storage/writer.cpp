@@ -48,6 +48,15 @@ public:
         ++group_writes_;
         return join_group();
       },
+      [this](write_atom, write_batch& batch, durable_hook& hook) -> caf::result<void> {
+        auto& ops = pending_.ops;
+        ops.insert(ops.end(), std::make_move_iterator(batch.ops.begin()),
+                   std::make_move_iterator(batch.ops.end()));
+        ++group_writes_;
+        if (hook)
+          hooks_.push_back(std::move(hook));
+        return join_group();
+      },
       [this](flush_atom) -> caf::result<void> {
         // Acknowledged writes are durable already; a flush only waits for the group that is
         // being collected, i.e. for the writes that were sent before it.
@@ -88,6 +97,7 @@ private:
     auto batch = std::exchange(pending_, write_batch{});
     auto waiters = std::exchange(waiters_, {});
     auto writes = std::exchange(group_writes_, 0);
+    auto hooks = std::exchange(hooks_, {});
     if (auto err = commit_(batch)) {
       ++sync_errors_;
       log::error("storage_group_commit_failed")
@@ -103,6 +113,9 @@ private:
     largest_group_ = std::max(largest_group_, writes);
     for (auto& rp : waiters)
       rp.deliver(caf::unit);
+    // After the replies: a requester handles its reply before whatever a hook triggers.
+    for (auto& hook : hooks)
+      hook();
   }
 
   actor_snapshot snapshot() {
@@ -122,6 +135,7 @@ private:
   // flushes) that is answered when the group is durable.
   write_batch pending_;
   std::vector<done_promise> waiters_;
+  std::vector<durable_hook> hooks_; ///< run after the group's replies, on success only
   int64_t group_writes_ = 0;
   bool commit_scheduled_ = false;
 

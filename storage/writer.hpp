@@ -22,10 +22,17 @@
 ///                                                                       in the group gets it)
 ///     any --exit--> commit what is collected, then stop (ordered shutdown)
 /// A flush joins the group being collected, or is answered at once when idle.
+///
+/// `write_atom, write_batch, durable_hook`: the same write, plus a callback the writer runs on its
+/// own thread once the group is durable, right after it sent the group's replies (so a requester
+/// sees its reply before anything the hook causes). Not run if the group failed. The queue broker
+/// uses it to answer a client straight from the writer thread (one thread hand-off less per
+/// durable operation) while it still updates its own state from the reply.
 
 #include <functional>
 #include <memory>
 
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/fwd.hpp>
 #include <caf/typed_actor.hpp>
 
@@ -37,6 +44,10 @@ namespace shoal::storage {
 using write_atom = caf::atom_constant<caf::atom("write")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 
+/// Runs on the writer's thread after the write is durable (see above). Must not block; must be
+/// safe to run on any thread.
+using durable_hook = std::function<void()>;
+
 /// `write_atom, write_batch` -> an empty reply once durable (or a storage_failure error).
 /// `flush_atom` -> an empty reply once every write sent before it is durable (used by shutdown).
 ///
@@ -45,6 +56,7 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 /// matches the `[](caf::unit_t)` handler the type checker demands, so every such request ends in
 /// sec::unexpected_response (checked with a probe program).
 using writer_actor = caf::typed_actor<caf::replies_to<write_atom, write_batch>::with<void>,
+                                      caf::replies_to<write_atom, write_batch, durable_hook>::with<void>,
                                       caf::replies_to<flush_atom>::with<void>,
                                       inspect_handler>;
 
@@ -60,3 +72,5 @@ writer_actor spawn_writer(caf::actor_system& sys, store& db);
 writer_actor spawn_writer(caf::actor_system& sys, commit_function commit);
 
 } // namespace shoal::storage
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::storage::durable_hook)

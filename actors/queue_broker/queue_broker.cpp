@@ -51,6 +51,13 @@ public:
     else
       promise_.deliver(err);
   }
+  /// For a direct reply: the writer answers the success itself, right after the fsync (a later
+  /// `deliver(caf::unit)` then does nothing). Empty otherwise.
+  storage::durable_hook durable_hook() const {
+    if (!direct_)
+      return {};
+    return [d = direct_] { d->answer(caf::unit); };
+  }
 
 private:
   caf::response_promise promise_;
@@ -74,6 +81,15 @@ public:
       direct_->answer(err);
     else
       promise_.deliver(err);
+  }
+  /// True if the answer is a direct reply, which `durable_hook` can give from the writer thread.
+  bool direct() const noexcept {
+    return direct_ != nullptr;
+  }
+  /// For a direct reply: answers `items` once the erasure is durable, on the writer's thread.
+  storage::durable_hook durable_hook(std::vector<std::string> items) const {
+    auto shared = std::make_shared<std::vector<std::string>>(std::move(items));
+    return [d = direct_, shared] { d->answer(std::move(*shared)); };
   }
 
 private:
@@ -486,7 +502,8 @@ public:
     object_id id{req.environment, req.name};
     auto incarnation = q->incarnation;
     auto partition = std::move(req.partition);
-    commit(std::move(batch),
+    auto hook = rp.durable_hook();
+    commit(std::move(batch), std::move(hook),
            [this, rp, id, incarnation, partition, first, sizes = std::move(sizes)]() mutable {
              if (auto* p = find_partition(id, incarnation, partition)) {
                p->reserved -= sizes.size();
@@ -967,8 +984,19 @@ private:
   /// a timer per mutation would cost more than the mutation at high rates.
   template <class Ok, class Fail>
   void commit(storage::write_batch batch, Ok ok, Fail fail) {
-    self_->request(st_.writer, caf::infinite, storage::write_atom::value, std::move(batch))
-      .then([ok]() mutable { ok(); },
+    commit(std::move(batch), storage::durable_hook{}, std::move(ok), std::move(fail));
+  }
+
+  /// The same; `hook` (if set) runs on the writer's thread once the batch is durable, after the
+  /// writer's reply to this actor was sent (so `ok` always runs before anything the hook's answer
+  /// lets a client do next reaches this actor).
+  template <class Ok, class Fail>
+  void commit(storage::write_batch batch, storage::durable_hook hook, Ok ok, Fail fail) {
+    auto sent = hook ? self_->request(st_.writer, caf::infinite, storage::write_atom::value,
+                                      std::move(batch), std::move(hook))
+                     : self_->request(st_.writer, caf::infinite, storage::write_atom::value,
+                                      std::move(batch));
+    std::move(sent).then([ok]() mutable { ok(); },
             [this, fail](caf::error& err) mutable {
               ++st_.write_failures;
               log::error("queue_broker_write_failed").kv("error", message_of(err));
@@ -1155,15 +1183,22 @@ private:
     }
     p.consuming += taken.size();
     auto incarnation = q.incarnation;
-    commit(std::move(batch),
+    // A direct reply is answered by the writer thread right after the fsync (the hook owns the
+    // payloads then); `ok` only updates the state.
+    const bool hooked = rp.direct();
+    storage::durable_hook hook;
+    if (hooked)
+      hook = rp.durable_hook(std::move(payloads));
+    commit(std::move(batch), std::move(hook),
            [this, id, incarnation, partition, count = taken.size(), payloads = std::move(payloads),
-            rp]() mutable {
+            rp, hooked]() mutable {
              if (auto* p = find_partition(id, incarnation, partition)) {
                p->consuming -= count;
                drop_if_idle(st_.queues.at(id), partition);
              }
              st_.items_got += static_cast<int64_t>(count);
-             rp.deliver(std::move(payloads));
+             if (!hooked)
+               rp.deliver(std::move(payloads));
            },
            [this, id, incarnation, partition, taken, rp](const caf::error& err) mutable {
              if (auto* p = find_partition(id, incarnation, partition)) {

@@ -33,6 +33,7 @@
 /// Objects: created (durable) ──delete / ephemeral owner gone──► gone. Ephemeral objects whose
 /// owner vanished in a crash are deleted at the next start.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -181,8 +182,10 @@ using entry_list = std::vector<std::pair<std::string, std::string>>;
 
 /// A one-shot answer for a request that does not come from an actor: the capnp bridge sends
 /// puts and gets with one, so the broker's answer goes straight to the kj thread (through its
-/// mailbox, which batches wake-ups) instead of through a helper actor. `answer` runs on the
-/// broker's thread, at most once, and must only hand the result over. If the last reference goes
+/// mailbox, which batches wake-ups) instead of through a helper actor. `answer` may run on the
+/// broker's thread or, for a durable success, on the storage writer's thread (a
+/// `storage::durable_hook`, so the answer skips the hop back through the broker); the first call
+/// wins, later ones do nothing, and it must only hand the result over. If the last reference goes
 /// unanswered (the broker stopped, the message was dropped), the destructor answers with
 /// errc::unavailable, so a caller never waits forever.
 template <class T>
@@ -192,20 +195,21 @@ public:
 
   explicit direct_reply(callback answer) : answer_(std::move(answer)) {}
   ~direct_reply() {
-    if (answer_)
+    if (!answered_.load(std::memory_order_acquire))
       answer_(make_error(errc::unavailable, "the queue broker stopped before answering"));
   }
   direct_reply(const direct_reply&) = delete;
   direct_reply& operator=(const direct_reply&) = delete;
 
+  /// Answers unless an answer was given already. Any thread.
   void answer(caf::expected<T> result) {
-    auto f = std::exchange(answer_, nullptr);
-    if (f)
-      f(std::move(result));
+    if (!answered_.exchange(true, std::memory_order_acq_rel))
+      answer_(std::move(result));
   }
 
 private:
-  callback answer_;
+  const callback answer_;
+  std::atomic<bool> answered_{false};
 };
 
 /// shared_ptr: the reply travels in a message and is copied into continuations; the last copy
