@@ -1,6 +1,8 @@
 #include "storage/writer.hpp"
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -357,4 +359,46 @@ TEST_CASE("an exit message commits the collected group first and later requests 
   // The five collected writes were committed by the exit path as one group.
   CHECK(f.gate.groups() == std::vector<size_t>{1, 5});
   CHECK_FALSE(f.gate.durable("after"));
+}
+
+TEST_CASE("a durable hook runs after the write is durable and its reply sent, never after a failure") {
+  writer_fixture f;
+  caf::scoped_actor self{*f.sys};
+  std::mutex m;
+  std::condition_variable cv;
+  bool ran = false;
+  std::string seen_at_hook;
+  durable_hook hook = [&] {
+    std::lock_guard<std::mutex> g{m};
+    seen_at_hook = f.get(table::volumes, "hooked");
+    ran = true;
+    cv.notify_all();
+  };
+  bool acked = false;
+  self->request(f.writer, reply_timeout, write_atom::value,
+                write_batch{}.put(table::volumes, "hooked", "yes"), hook)
+    .receive([&]() { acked = true; }, [&](caf::error& err) { FAIL(f.sys->render(err)); });
+  CHECK(acked);
+  {
+    std::unique_lock<std::mutex> lock{m};
+    REQUIRE(cv.wait_for(lock, reply_timeout, [&] { return ran; }));
+  }
+  CHECK(seen_at_hook == "yes"); // the write was readable when the hook ran
+
+  bool bad_hook_ran = false;
+  durable_hook bad_hook = [&] { bad_hook_ran = true; };
+  write_batch bad;
+  bad.ops.push_back(write_op{write_op::kind::put, static_cast<table>(200), "k", "v"});
+  caf::error failure;
+  self->request(f.writer, reply_timeout, write_atom::value, bad, bad_hook)
+    .receive([&]() { FAIL("a write to an unknown table was acknowledged"); },
+             [&](caf::error& err) { failure = std::move(err); });
+  REQUIRE(failure);
+  // A later write's group is committed (and would run its hook) only after the failed one.
+  bool later = false;
+  self->request(f.writer, reply_timeout, write_atom::value,
+                write_batch{}.put(table::volumes, "later", "ok"))
+    .receive([&]() { later = true; }, [&](caf::error& err) { FAIL(f.sys->render(err)); });
+  CHECK(later);
+  CHECK_FALSE(bad_hook_ran);
 }
