@@ -380,3 +380,35 @@ def test_run_commands_see_secrets_that_never_reach_logs_or_image_records(tmp_pat
     for text in (result.stdout, result.stderr, info.stdout, listed.stdout, shoald.log()):
         assert planted not in text
         assert inline_value not in text
+
+
+def test_add_local_python_source_makes_a_local_package_importable_in_the_container(tmp_path, shoal):
+    # The package lives outside the app's directory, so only the image can carry it (the app's
+    # own directory is shipped as code).
+    libs = tmp_path / "libs"
+    pkg = libs / "helperlib"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .greet import greet\n")
+    (pkg / "greet.py").write_text("def greet(name):\n    return f'hello {name} from helperlib'\n")
+    (tmp_path / "app").mkdir()
+    app = write(tmp_path / "app", "srcapp.py", """
+        import json
+        import shoal
+
+        image = shoal.Image.debian_slim().add_local_python_source("helperlib")
+        app = shoal.App("images-src", image=image)
+
+
+        @app.function()
+        def use():
+            import helperlib
+            return {"text": helperlib.greet("shoal"), "file": helperlib.__file__}
+
+
+        @app.local_entrypoint()
+        def main():
+            print(json.dumps(use.remote()))
+    """)
+    out = last_json(shoal(f"run {app}", env={"PYTHONPATH": f"{PYTHON_DIR}:{libs}"}))
+    assert out["text"] == "hello shoal from helperlib"
+    assert out["file"] == "/root/helperlib/__init__.py", out
