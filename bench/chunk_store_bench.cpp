@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,16 @@ void report(const char* op, uint64_t bytes, double seconds, const chunk_store& s
               static_cast<unsigned long long>(s.reads));
 }
 
+/// The layer digest `put` wrote to `path`; says what is wrong when there is none.
+std::optional<chunk_id> read_digest(const char* path) {
+  std::string hex;
+  std::ifstream{path} >> hex;
+  auto digest = chunk_id::from_hex(hex);
+  if (!digest)
+    std::fprintf(stderr, "%s does not hold a layer digest\n", path);
+  return digest;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -68,13 +79,9 @@ int main(int argc, char** argv) {
     auto store = chunk_store::open(argv[2]);
     if (!store)
       return fail("open", store.error());
-    std::string hex;
-    std::ifstream{argv[3]} >> hex;
-    auto digest = chunk_id::from_hex(hex);
-    if (!digest) {
-      std::fprintf(stderr, "%s does not hold a layer digest\n", argv[3]);
+    auto digest = read_digest(argv[3]);
+    if (!digest)
       return 1;
-    }
     auto start = clock::now();
     auto l = load_layer(**store, *digest);
     if (!l)
@@ -163,13 +170,9 @@ int main(int argc, char** argv) {
     auto store = chunk_store::open(argv[2], options);
     if (!store)
       return fail("open", store.error());
-    std::string hex;
-    std::ifstream{argv[3]} >> hex;
-    auto digest = chunk_id::from_hex(hex);
-    if (!digest) {
-      std::fprintf(stderr, "%s does not hold a layer digest\n", argv[3]);
+    auto digest = read_digest(argv[3]);
+    if (!digest)
       return 1;
-    }
     auto start = clock::now();
     auto l = load_layer(**store, *digest);
     if (!l)

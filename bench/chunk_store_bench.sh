@@ -90,11 +90,11 @@ echo
 echo "| operation (2 GiB) | fio io_uring MB/s | chunk store MB/s | ratio | runs (fio / store) |"
 echo "|---|---|---|---|---|"
 printf '| sequential write vs put (scan_tree) | %s | %s | %.2f | %s / %s |\n' "$mfw" "$mcp" \
-  "$(echo "$mcp / $mfw" | bc -l)" "${FW[*]}" "${CP[*]}"
+  "$(awk -v a="$mcp" -v b="$mfw" 'BEGIN { print a / b }')" "${FW[*]}" "${CP[*]}"
 printf '| sequential read vs read (every chunk, verified, 32 MiB batches) | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcr" \
-  "$(echo "$mcr / $mfr" | bc -l)" "${FR[*]}" "${CR[*]}"
+  "$(awk -v a="$mcr" -v b="$mfr" 'BEGIN { print a / b }')" "${FR[*]}" "${CR[*]}"
 printf '| sequential read vs materialise | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcm" \
-  "$(echo "$mcm / $mfr" | bc -l)" "${FR[*]}" "${CM[*]}"
+  "$(awk -v a="$mcm" -v b="$mfr" 'BEGIN { print a / b }')" "${FR[*]}" "${CM[*]}"
 printf '| sequential read vs materialise, buffered pack reads | %s | %s | %.2f | %s / %s |\n' "$mfr" "$mcd" \
-  "$(echo "$mcd / $mfr" | bc -l)" "${FR[*]}" "${CD[*]}"
+  "$(awk -v a="$mcd" -v b="$mfr" 'BEGIN { print a / b }')" "${FR[*]}" "${CD[*]}"
 rm -rf "$WORK"

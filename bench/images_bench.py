@@ -19,7 +19,6 @@ import argparse
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,22 +26,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
+sys.path.insert(0, str(HERE))
 
-
-def start_shoald(state_dir: Path):
-    shoald = shutil.which("shoald") or str(HERE.parent / "build/tools/shoald/shoald")
-    log = open(state_dir.parent / "shoald.log", "ab")
-    proc = subprocess.Popen(
-        [shoald, "--state-dir", str(state_dir), "--listen", "127.0.0.1:0", "--log-level", "warn"],
-        stdout=log, stderr=log)
-    addr_file = state_dir / "shoald.addr"
-    for _ in range(300):
-        if addr_file.exists() and addr_file.read_text().strip():
-            return proc, addr_file.read_text().strip(), (state_dir / "admin.token").read_text().strip()
-        if proc.poll() is not None:
-            raise SystemExit(f"shoald exited with {proc.returncode}; see {state_dir.parent / 'shoald.log'}")
-        time.sleep(0.1)
-    raise SystemExit("shoald did not start")
+from functions_bench import start_shoald  # noqa: E402  (one way to start a private shoald)
 
 
 def busybox_tree(root: Path) -> Path:

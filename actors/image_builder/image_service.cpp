@@ -480,18 +480,15 @@ caf::expected<build_result> image_service::build(const image_spec& spec,
     sr.index = static_cast<uint32_t>(i);
     sr.image_id = id;
     bool force = step.force_build || (spec.ignore_cache && !is_metadata(step.kind));
-    auto existing = db_.get(storage::table::images, id);
-    if (!existing)
+    auto existing = record(id);
+    if (!existing && code_of(existing.error()) != errc::not_found)
       return existing.error();
-    if (*existing && !force && !rebuilt) {
-      auto rec = record(id);
-      if (!rec)
-        return rec.error();
+    if (existing && !force && !rebuilt) {
       sr.status = step_status::cached;
       if (progress)
         progress->step(sr);
       result.steps.push_back(sr);
-      parent = std::move(*rec);
+      parent = std::move(*existing);
       std::lock_guard<std::mutex> guard{mutex_};
       ++counters_.steps_cached;
       continue;
@@ -796,6 +793,12 @@ caf::expected<image_record> image_service::run_in_container(const image_step& st
     cleanup_work();
     return rootfs.error();
   }
+  /// Every failure from here on: unmount, drop the work dir, pass the error on.
+  auto abandon = [&](caf::error err) {
+    (void) rootfs->release(); // best effort: the error being returned matters more
+    cleanup_work();
+    return err;
+  };
   // The workdir must exist for crun; making it is part of the step (as in a Dockerfile).
   if (!rec.config.workdir.empty())
     stdfs::create_directories(rootfs->rootfs() + rec.config.workdir, ec);
@@ -810,11 +813,8 @@ caf::expected<image_record> image_service::run_in_container(const image_step& st
       continue;
     }
     auto entries = gateway::secret_store{db_}.read(environment, value);
-    if (!entries) {
-      (void) rootfs->release();
-      cleanup_work();
-      return entries.error();
-    }
+    if (!entries)
+      return abandon(entries.error());
     for (const auto& [sk, sv] : *entries)
       set_env(env, sk, sv);
   }
@@ -845,19 +845,16 @@ caf::expected<image_record> image_service::run_in_container(const image_step& st
                        "CAP_MKNOD",        "CAP_AUDIT_WRITE"};
   spec.limits.pids_max = 8192;
   spec.cgroups_path = container::cgroups_path_for(cid);
-  if (auto err = container::write_bundle_config(bundle, spec)) {
-    (void) rootfs->release();
-    cleanup_work();
-    return err;
-  }
+  if (auto err = container::write_bundle_config(bundle, spec))
+    return abandon(err);
   int out_pipe[2];
   int err_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) != 0)
-    return make_error(errc::unavailable, std::string{"pipe: "} + std::strerror(errno));
+    return abandon(make_error(errc::unavailable, std::string{"pipe: "} + std::strerror(errno)));
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
     ::close(out_pipe[0]);
     ::close(out_pipe[1]);
-    return make_error(errc::unavailable, std::string{"pipe: "} + std::strerror(errno));
+    return abandon(make_error(errc::unavailable, std::string{"pipe: "} + std::strerror(errno)));
   }
   auto pid = runtime_.start(bundle, cid, out_pipe[1], err_pipe[1]);
   ::close(out_pipe[1]);
@@ -874,18 +871,12 @@ caf::expected<image_record> image_service::run_in_container(const image_step& st
   }
   (void) runtime_.remove(cid); // best effort: the container has exited
   (void) runtime_.remove_cgroup_parents(spec.cgroups_path);
-  if (!pid) {
-    (void) rootfs->release();
-    cleanup_work();
-    return pid.error();
-  }
-  if (!status.success()) {
-    (void) rootfs->release();
-    cleanup_work();
-    return make_error(errc::invalid_argument, step_name(step, index) + " failed: "
-                                                + status.describe() + "; its last lines:"
-                                                + quote_tail(tail));
-  }
+  if (!pid)
+    return abandon(pid.error());
+  if (!status.success())
+    return abandon(make_error(errc::invalid_argument, step_name(step, index) + " failed: "
+                                                        + status.describe() + "; its last lines:"
+                                                        + quote_tail(tail)));
   say("storing the step's changes as a layer");
   auto l = fs::scan_tree(rootfs->upper_dir(), *chunks_, fs::scan_options{true, true});
   auto released = rootfs->release();

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
@@ -321,3 +322,57 @@ def fake_shoald(tmp_path) -> Path:
     path.write_text(f'#!/bin/sh\nexec {PYTHON} {HERE / "fake_shoald.py"} "$@"\n')
     path.chmod(0o755)
     return path
+
+
+# -- apps in containers: helpers shared by the modules that run functions (functions, images,
+#    secrets). They expect a `shoald` fixture; those modules override it with `module_shoald`.
+
+#: A command that may have to wait for the debian_slim base to be built.
+LONG_S = 900.0
+
+
+def write(directory: Path, name: str, source: str) -> Path:
+    """Writes dedented `source` to `directory/name` and returns the path."""
+    path = directory / name
+    path.write_text(textwrap.dedent(source).lstrip())
+    return path
+
+
+def ok(result: Result) -> Result:
+    assert result.rc == 0, f"exit code {result.rc}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def last_json(result: Result):
+    """The last stdout line that is JSON (container log lines are printed too)."""
+    for line in reversed(ok(result).stdout.splitlines()):
+        if line.startswith(("{", "[", '"')):
+            return json.loads(line)
+    raise AssertionError(f"no JSON line in stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+
+
+@pytest.fixture
+def shoal(shoald, shoal_home):
+    """`shoal("run app.py --x 1")`: the CLI against the test's daemon."""
+
+    def run(args, env=None, timeout_s=LONG_S) -> Result:
+        return run_shoal(args, home=shoal_home, env={**shoald.env(), **(env or {})}, timeout_s=timeout_s)
+
+    return run
+
+
+@pytest.fixture
+def python(shoald, shoal_home):
+    """`python(script_path, *args)`: a plain Python process using the SDK against the daemon."""
+
+    def run(script: Path, *args: str, timeout_s: float = LONG_S, env=None) -> Result:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        full.update(shoald.env())
+        full["SHOAL_HOME"] = str(shoal_home)
+        full["PYTHONPATH"] = str(PYTHON_DIR)
+        full.update(env or {})
+        proc = subprocess.run([PYTHON, str(script), *args], env=full, capture_output=True, text=True,
+                              timeout=timeout_s, cwd=script.parent)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run

@@ -9,69 +9,19 @@ distinct per test because the daemon is shared.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, PYTHON_DIR, Result, run_shoal, wait_until
+from conftest import LONG_S, PYTHON, PYTHON_DIR, Result, last_json, ok, wait_until, write
 
-#: The first container may have to wait for the default image to be built.
-LONG_S = 900.0
 
 
 @pytest.fixture(scope="module")
 def shoald(module_shoald):
     return module_shoald
-
-
-def write(directory: Path, name: str, source: str) -> Path:
-    path = directory / name
-    path.write_text(textwrap.dedent(source).lstrip())
-    return path
-
-
-@pytest.fixture
-def shoal(shoald, shoal_home):
-    """`shoal("run app.py --x 1")`: the CLI against the shared daemon."""
-
-    def run(args, env=None, timeout_s=LONG_S) -> Result:
-        return run_shoal(args, home=shoal_home, env={**shoald.env(), **(env or {})}, timeout_s=timeout_s)
-
-    return run
-
-
-@pytest.fixture
-def python(shoald, shoal_home):
-    """`python(script_path, *args)`: a plain Python process using the SDK against the daemon."""
-
-    def run(script: Path, *args: str, timeout_s: float = LONG_S) -> Result:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-        env.update(shoald.env())
-        env["SHOAL_HOME"] = str(shoal_home)
-        env["PYTHONPATH"] = str(PYTHON_DIR)
-        proc = subprocess.run([PYTHON, str(script), *args], env=env, capture_output=True, text=True,
-                              timeout=timeout_s, cwd=script.parent)
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    return run
-
-
-def ok(result: Result) -> Result:
-    assert result.rc == 0, f"exit code {result.rc}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result
-
-
-def last_json(result: Result):
-    """The last stdout line that is JSON (container log lines are printed too)."""
-    for line in reversed(ok(result).stdout.splitlines()):
-        if line.startswith(("{", "[")):
-            return json.loads(line)
-    raise AssertionError(f"no JSON line in stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
 
 
 def containers_of(shoal, app_name: str) -> list:

@@ -8,10 +8,7 @@ files come from the run's debootstrap cache). Images that pull from a registry u
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import subprocess
 import sys
 import textwrap
 import threading
@@ -20,59 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, PYTHON_DIR, Result, run_shoal
+from conftest import PYTHON_DIR, Result, last_json, ok, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 import registry_fixture  # noqa: E402
 
-#: The first build of the module debootstraps the base.
-LONG_S = 900.0
 
 
 @pytest.fixture(scope="module")
 def shoald(module_shoald):
     return module_shoald
-
-
-@pytest.fixture
-def shoal(shoald, shoal_home):
-    def run(args, env=None, timeout_s=LONG_S) -> Result:
-        return run_shoal(args, home=shoal_home, env={**shoald.env(), **(env or {})}, timeout_s=timeout_s)
-
-    return run
-
-
-@pytest.fixture
-def python(shoald, shoal_home):
-    def run(script: Path, *args: str, timeout_s: float = LONG_S, env=None) -> Result:
-        full = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-        full.update(shoald.env())
-        full["SHOAL_HOME"] = str(shoal_home)
-        full["PYTHONPATH"] = str(PYTHON_DIR)
-        full.update(env or {})
-        proc = subprocess.run([PYTHON, str(script), *args], env=full, capture_output=True, text=True,
-                              timeout=timeout_s, cwd=script.parent)
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    return run
-
-
-def write(directory: Path, name: str, source: str) -> Path:
-    path = directory / name
-    path.write_text(textwrap.dedent(source).lstrip())
-    return path
-
-
-def ok(result: Result) -> Result:
-    assert result.rc == 0, f"exit code {result.rc}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result
-
-
-def last_json(result: Result):
-    for line in reversed(ok(result).stdout.splitlines()):
-        if line.startswith(("{", "[", '"')):
-            return json.loads(line)
-    raise AssertionError(f"no JSON line in stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
 
 
 def step_line(output: str, index: int, total: int) -> str:

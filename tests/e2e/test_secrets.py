@@ -9,15 +9,11 @@ All tests share one daemon (`module_shoald`); the first container pays for the d
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import textwrap
 import uuid
-from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, PYTHON_DIR, Result, run_shoal
+from conftest import Result, last_json, ok, run_shoal, write
 
 LONG_S = 900.0
 
@@ -51,24 +47,6 @@ def shoal(shoald, shoal_home):
         return result
 
     return run
-
-
-def ok(result: Result) -> Result:
-    assert result.rc == 0, f"exit code {result.rc}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result
-
-
-def last_json(result: Result):
-    for line in reversed(ok(result).stdout.splitlines()):
-        if line.startswith(("{", "[")):
-            return json.loads(line)
-    raise AssertionError(f"no JSON line in stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
-
-
-def write(directory: Path, name: str, source: str) -> Path:
-    path = directory / name
-    path.write_text(textwrap.dedent(source).lstrip())
-    return path
 
 
 HASHER = """
