@@ -1,9 +1,5 @@
 #include "runtime/rpc_server.hpp"
 
-#include <condition_variable>
-#include <mutex>
-#include <optional>
-
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 #include <kj/timer.h>
@@ -12,18 +8,6 @@
 #include "runtime/log.hpp"
 
 namespace shoal {
-
-/// State both threads touch; guarded by `mutex`.
-struct rpc_server::shared {
-  std::mutex mutex;
-  std::condition_variable changed;
-  bool ready = false;
-  std::optional<caf::error> failure;
-  std::string address;
-  std::chrono::milliseconds drain{0};
-  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop;
-  bool stop_requested = false;
-};
 
 bool split_host_port(const std::string& address, std::string& host, uint16_t& port) {
   auto colon = address.rfind(':');
@@ -51,32 +35,25 @@ bool split_host_port(const std::string& address, std::string& host, uint16_t& po
 
 namespace {
 
-void serve(rpc_server::shared& sh, const std::shared_ptr<kj_mailbox>& mailbox, const std::string& host, uint16_t port,
-           const rpc_server::bootstrap_factory& make_bootstrap) {
-  auto io = kj::setupAsyncIo();
+/// The kj thread's body (kj_thread.hpp): listen, serve until stopped, then stop in order.
+caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::Promise<void> stopped,
+                 const std::shared_ptr<kj_mailbox>& mailbox, const std::string& host, uint16_t port,
+                 const rpc_server::bootstrap_factory& make_bootstrap, std::string& address,
+                 const std::atomic<int64_t>& drain_ms) {
   auto& ws = io.waitScope;
-  auto fail = [&](errc code, std::string message) {
-    std::lock_guard<std::mutex> guard{sh.mutex};
-    sh.failure = make_error(code, std::move(message));
-    sh.changed.notify_all();
-  };
-
   kj::Own<kj::ConnectionReceiver> listener;
   KJ_IF_MAYBE (ex, kj::runCatchingExceptions([&] {
                  auto addr = io.provider->getNetwork().parseAddress(host, port).wait(ws);
                  listener = addr->listen();
                })) {
-    fail(errc::unavailable, "cannot listen on " + host + ":" + std::to_string(port) + ": "
-                              + std::string(ex->getDescription().cStr()));
-    return;
+    return make_error(errc::unavailable, "cannot listen on " + host + ":" + std::to_string(port)
+                                           + ": " + std::string(ex->getDescription().cStr()));
   }
 
   bool bracket = host.find(':') != std::string::npos;
   auto bound = (bracket ? "[" + host + "]" : host) + ":" + std::to_string(listener->getPort());
   call_gate gate;
   rpc_context ctx{bound, gate, mailbox, io.provider->getTimer()};
-  auto stop_paf = kj::newPromiseAndCrossThreadFulfiller<void>();
-  std::chrono::milliseconds drain{0};
   {
     auto server = kj::heap<capnp::TwoPartyServer>(make_bootstrap(ctx));
     auto accepting = server->listen(*listener).eagerlyEvaluate([](kj::Exception&& ex) {
@@ -85,18 +62,9 @@ void serve(rpc_server::shared& sh, const std::shared_ptr<kj_mailbox>& mailbox, c
     auto mailbox_loop = mailbox->run().eagerlyEvaluate([](kj::Exception&& ex) {
       log::error("kj_mailbox_failed").kv("error", ex.getDescription().cStr());
     });
-    {
-      std::lock_guard<std::mutex> guard{sh.mutex};
-      sh.address = bound;
-      sh.stop = kj::mv(stop_paf.fulfiller);
-      sh.ready = true;
-      sh.changed.notify_all();
-    }
-    stop_paf.promise.wait(ws);
-    {
-      std::lock_guard<std::mutex> guard{sh.mutex};
-      drain = sh.drain;
-    }
+    address = bound;
+    ready();
+    stopped.wait(ws);
     // 1. Stop accepting.
     accepting = nullptr;
     listener = nullptr;
@@ -104,7 +72,7 @@ void serve(rpc_server::shared& sh, const std::shared_ptr<kj_mailbox>& mailbox, c
     // 2. Drain in-flight calls, bounded.
     bool drained = gate.close()
                      .then([] { return true; })
-                     .exclusiveJoin(ctx.timer.afterDelay(drain.count() * kj::MILLISECONDS).then([] {
+                     .exclusiveJoin(ctx.timer.afterDelay(drain_ms.load() * kj::MILLISECONDS).then([] {
                        return false;
                      }))
                      .wait(ws);
@@ -115,6 +83,7 @@ void serve(rpc_server::shared& sh, const std::shared_ptr<kj_mailbox>& mailbox, c
     server = nullptr;
   }
   log::info("rpc_closed");
+  return {};
 }
 
 } // namespace
@@ -128,43 +97,23 @@ rpc_server::start(const std::string& listen_address, bootstrap_factory make_boot
                       "listen address '" + listen_address
                         + "' is not host:port (examples: 127.0.0.1:7650, [::1]:7650, 0.0.0.0:0)");
   std::unique_ptr<rpc_server> self{new rpc_server};
-  self->shared_ = std::make_unique<shared>();
-  auto* sh = self->shared_.get();
+  auto* raw = self.get();
   auto mailbox = self->mailbox_;
-  self->thread_ = std::thread([sh, mailbox, host, port, make_bootstrap = std::move(make_bootstrap)] {
-    KJ_IF_MAYBE (ex, kj::runCatchingExceptions(
-                       [&] { serve(*sh, mailbox, host, port, make_bootstrap); })) {
-      log::error("rpc_thread_failed").kv("error", ex->getDescription().cStr());
-      std::lock_guard<std::mutex> guard{sh->mutex};
-      if (!sh->ready && !sh->failure)
-        sh->failure = make_error(errc::internal, ex->getDescription().cStr());
-      sh->changed.notify_all();
-    }
-  });
-  std::unique_lock<std::mutex> lock{sh->mutex};
-  sh->changed.wait(lock, [sh] { return sh->ready || sh->failure.has_value(); });
-  if (sh->failure) {
-    auto err = *sh->failure;
-    lock.unlock();
-    self->thread_.join();
+  auto err = self->thread_.start(
+    "rpc_thread_failed", [raw, mailbox, host, port, make_bootstrap = std::move(make_bootstrap)](
+                           kj::AsyncIoContext& io, const kj_thread::ready_fn& ready,
+                           kj::Promise<void> stopped) {
+      return serve(io, ready, kj::mv(stopped), mailbox, host, port, make_bootstrap, raw->address_,
+                   raw->drain_ms_);
+    });
+  if (err)
     return err;
-  }
-  self->address_ = sh->address;
   return self;
 }
 
 void rpc_server::stop(std::chrono::milliseconds drain) {
-  if (!thread_.joinable())
-    return;
-  {
-    std::lock_guard<std::mutex> guard{shared_->mutex};
-    shared_->drain = drain;
-    if (shared_->stop && !shared_->stop_requested) {
-      shared_->stop_requested = true;
-      shared_->stop->fulfill();
-    }
-  }
-  thread_.join();
+  drain_ms_ = drain.count(); // read by the kj thread once it is told to stop
+  thread_.stop();
 }
 
 rpc_server::~rpc_server() { stop(std::chrono::milliseconds{0}); }

@@ -9,17 +9,18 @@
 /// Ordered stop (`stop`): stop accepting → close the call gate and wait for in-flight calls (at
 /// most `drain`) → drop every connection → close the mailbox → join the thread.
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include <capnp/capability.h>
 #include <caf/expected.hpp>
 
 #include "runtime/call_gate.hpp"
 #include "runtime/kj_mailbox.hpp"
+#include "runtime/kj_thread.hpp"
 
 namespace kj {
 class Timer;
@@ -59,15 +60,13 @@ public:
   /// Ordered stop; idempotent. Any thread but the kj thread.
   void stop(std::chrono::milliseconds drain);
 
-  struct shared;
-
 private:
   rpc_server() = default;
 
-  std::string address_;
+  std::string address_; ///< written by the kj thread before start() returns
+  std::atomic<int64_t> drain_ms_{0};
   std::shared_ptr<kj_mailbox> mailbox_ = std::make_shared<kj_mailbox>();
-  std::unique_ptr<shared> shared_;
-  std::thread thread_;
+  kj_thread thread_; ///< last: stopped (joined) first when the server is destroyed
 };
 
 } // namespace shoal

@@ -1,9 +1,5 @@
 #include "actors/block_server/peer_connection.hpp"
 
-#include <condition_variable>
-#include <mutex>
-#include <optional>
-
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
@@ -13,24 +9,14 @@
 
 namespace shoal::block_server {
 
-/// What the caller's thread and the kj thread share; guarded by `mutex`.
-struct peer_connection::shared {
-  std::mutex mutex;
-  std::condition_variable changed;
-  bool ready = false;
-  std::optional<caf::error> failure;
-  std::shared_ptr<chunk_source> source;
-  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop;
-  bool stop_requested = false;
-};
-
 namespace {
 
-void serve(peer_connection::shared& sh, const std::shared_ptr<kj_mailbox>& mailbox,
-           const std::string& address, const std::string& host, uint16_t port,
-           std::shared_ptr<fs::chunk_store> store, block_peer_options options,
-           const peer_connection::obtain_fn& obtain) {
-  auto io = kj::setupAsyncIo();
+/// The kj thread's body (kj_thread.hpp): connect, serve fetches until stopped, then stop in order.
+caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::Promise<void> stopped,
+                 const std::shared_ptr<kj_mailbox>& mailbox, const std::string& address,
+                 const std::string& host, uint16_t port, std::shared_ptr<fs::chunk_store> store,
+                 block_peer_options options, const peer_connection::obtain_fn& obtain,
+                 std::shared_ptr<chunk_source>& source) {
   auto& ws = io.waitScope;
   kj::Own<kj::AsyncIoStream> stream;
   kj::Own<capnp::TwoPartyClient> client;
@@ -46,29 +32,21 @@ void serve(peer_connection::shared& sh, const std::shared_ptr<kj_mailbox>& mailb
                  peer = std::make_shared<block_peer>(kj::mv(remote), std::move(store), address,
                                                      options);
                })) {
-    std::lock_guard<std::mutex> lock{sh.mutex};
-    sh.failure = make_error(errc::unavailable, "cannot reach block server " + address + ": "
-                                                 + ex->getDescription().cStr());
-    sh.changed.notify_all();
-    return;
+    return make_error(errc::unavailable, "cannot reach block server " + address + ": "
+                                           + ex->getDescription().cStr());
   }
-  auto stop_paf = kj::newPromiseAndCrossThreadFulfiller<void>();
   auto mailbox_loop = mailbox->run().eagerlyEvaluate([](kj::Exception&& ex) {
     log::error("block_peer_mailbox_failed").kv("error", ex.getDescription().cStr());
   });
-  {
-    std::lock_guard<std::mutex> lock{sh.mutex};
-    sh.source = peer->link(mailbox);
-    sh.stop = kj::mv(stop_paf.fulfiller);
-    sh.ready = true;
-    sh.changed.notify_all();
-  }
-  stop_paf.promise.wait(ws);
+  source = peer->link(mailbox);
+  ready();
+  stopped.wait(ws);
   mailbox->close();
   mailbox_loop = nullptr;
   peer.reset(); // sinks the remote still holds keep only what they use (block_peer.hpp)
   client = nullptr;
   stream = nullptr;
+  return {};
 }
 
 } // namespace
@@ -82,44 +60,21 @@ peer_connection::start(const std::string& address, std::shared_ptr<fs::chunk_sto
     return make_error(errc::invalid_argument,
                       "block peer address '" + address + "' is not host:port");
   std::unique_ptr<peer_connection> self{new peer_connection};
-  self->shared_ = std::make_unique<shared>();
-  auto* sh = self->shared_.get();
+  auto* raw = self.get();
   auto mailbox = self->mailbox_;
-  self->thread_ = std::thread([=, store = std::move(store), obtain = std::move(obtain)]() mutable {
-    KJ_IF_MAYBE (ex, kj::runCatchingExceptions([&] {
-                   serve(*sh, mailbox, address, host, port, std::move(store), options, obtain);
-                 })) {
-      log::error("block_peer_thread_failed").kv("error", ex->getDescription().cStr());
-      std::lock_guard<std::mutex> lock{sh->mutex};
-      if (!sh->ready && !sh->failure)
-        sh->failure = make_error(errc::internal, ex->getDescription().cStr());
-      sh->changed.notify_all();
-    }
-  });
-  std::unique_lock<std::mutex> lock{sh->mutex};
-  sh->changed.wait(lock, [sh] { return sh->ready || sh->failure.has_value(); });
-  if (sh->failure) {
-    auto err = *sh->failure;
-    lock.unlock();
-    self->thread_.join();
+  auto err = self->thread_.start(
+    "block_peer_thread_failed",
+    [=, store = std::move(store), obtain = std::move(obtain)](
+      kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::Promise<void> stopped) mutable {
+      return serve(io, ready, kj::mv(stopped), mailbox, address, host, port, std::move(store),
+                   options, obtain, raw->source_);
+    });
+  if (err)
     return err;
-  }
-  self->source_ = sh->source;
   return self;
 }
 
-void peer_connection::stop() {
-  if (!thread_.joinable())
-    return;
-  {
-    std::lock_guard<std::mutex> lock{shared_->mutex};
-    if (shared_->stop && !shared_->stop_requested) {
-      shared_->stop_requested = true;
-      shared_->stop->fulfill();
-    }
-  }
-  thread_.join();
-}
+void peer_connection::stop() { thread_.stop(); }
 
 peer_connection::~peer_connection() { stop(); }
 

@@ -16,13 +16,13 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include <caf/expected.hpp>
 #include <kj/async.h>
 
 #include "actors/block_server/block_peer.hpp"
 #include "runtime/kj_mailbox.hpp"
+#include "runtime/kj_thread.hpp"
 
 namespace shoal::block_server {
 
@@ -46,15 +46,13 @@ public:
 
   void stop();
 
-  struct shared;
-
 private:
   peer_connection() = default;
 
   std::shared_ptr<kj_mailbox> mailbox_ = std::make_shared<kj_mailbox>();
-  std::shared_ptr<chunk_source> source_;
-  std::unique_ptr<shared> shared_;
-  std::thread thread_;
+  std::shared_ptr<chunk_source> source_; ///< written by the kj thread before start() returns
+  kj_thread thread_; ///< last: stopped (joined) first when the connection is destroyed
+
 };
 
 } // namespace shoal::block_server
