@@ -76,7 +76,9 @@ int main(int argc, char** argv) {
   std::string op = argv[1];
   using clock = std::chrono::steady_clock;
   if (op == "read" && argc == 4) {
-    auto store = chunk_store::open(argv[2]);
+    chunk_store_options options;
+    options.direct_reads = std::getenv("SHOAL_BENCH_BUFFERED_READS") == nullptr;
+    auto store = chunk_store::open(argv[2], options);
     if (!store)
       return fail("open", store.error());
     auto digest = read_digest(argv[3]);

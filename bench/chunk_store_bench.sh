@@ -5,12 +5,14 @@
 #
 # Per run:
 #   1. fio --ioengine=io_uring sequential write of 2 GiB (bs=1M, direct=0, --end_fsync=1)
-#   2. drop caches, fio sequential read of it
-#   3. chunk store put of the 2 GiB tree (scan_tree + store_layer, fdatasync + synced index);
+#   2. chunk store put of the 2 GiB tree (scan_tree + store_layer, fdatasync + synced index);
 #      the tree is read from the page cache (warmed with cat), like fio writes from memory
+#   3. READS times (default 3), alternating: drop caches, fio sequential read of its file (bs=1M,
+#      qd 16, buffered); drop caches, chunk store read of every chunk (O_DIRECT, verified)
 #   4. drop caches, materialise the layer into a new dir (packs read cold with O_DIRECT and
 #      verified; files written into the page cache, like fio's read lands in memory)
 #   5. the same with the packs read through the page cache (direct_reads = false), for comparison
+# The table compares medians over all runs (reads: over all RUNS x READS pairs).
 # MB/s are 10^6 bytes per second of file content. The disk is mounted with `discard`: after
 # deleting gigabytes the trims slow the next measurement down, so every step starts after
 # `sync; sleep $QUIET` (default 8 s) and a cache drop where noted.
@@ -58,30 +60,38 @@ fio_bw() { # fio json on stdin, "read"|"write" -> MB/s
   python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.1f" % (j["jobs"][0][sys.argv[1]]["bw_bytes"]/1e6))' "$1"
 }
 
+# Reads are interleaved: fio and the store alternate, READS times each per run (a cache drop
+# before every read), because this VM's disk drifts by up to 2x within minutes; one fio read and
+# one store read minutes apart compare the drift more than the two readers.
+READS=${READS:-3}
 declare -a FW FR CP CR CM CD
 for run in $(seq 1 "$RUNS"); do
   rm -f "$WORK/fio.dat"; quiet
   fw=$(fio --name=seqwrite --ioengine=io_uring --rw=write --bs=$BS --size=2G --iodepth=16 \
            --direct=0 --end_fsync=1 --filename="$WORK/fio.dat" --output-format=json | fio_bw write)
-  quiet; drop_caches
-  fr=$(fio --name=seqread --ioengine=io_uring --rw=read --bs=$BS --size=2G --iodepth=16 \
-           --direct=0 --filename="$WORK/fio.dat" --output-format=json | fio_bw read)
-  rm -f "$WORK/fio.dat"
-
   rm -rf "$WORK/store" "$WORK/out"; quiet
   find "$WORK/tree" -type f -exec cat {} + > /dev/null   # source in the page cache
   cp=$("$BIN" put "$WORK/tree" "$WORK/store" "$WORK/digest" | awk '/^put /{sub("mb_per_s=","",$4); print $4}')
-  quiet; drop_caches
-  cr=$("$BIN" read "$WORK/store" "$WORK/digest" | awk '/^read /{sub("mb_per_s=","",$4); print $4}')
+  FW+=("$fw"); CP+=("$cp")
+  echo "run $run: fio write $fw MB/s, put $cp MB/s"
+  for k in $(seq 1 "$READS"); do
+    quiet; drop_caches
+    fr=$(fio --name=seqread --ioengine=io_uring --rw=read --bs=$BS --size=2G --iodepth=16 \
+             --direct=0 --filename="$WORK/fio.dat" --output-format=json | fio_bw read)
+    quiet; drop_caches
+    cr=$("$BIN" read "$WORK/store" "$WORK/digest" | awk '/^read /{sub("mb_per_s=","",$4); print $4}')
+    FR+=("$fr"); CR+=("$cr")
+    echo "run $run read $k: fio read $fr MB/s, store read $cr MB/s"
+  done
   quiet; drop_caches
   cm=$("$BIN" materialise "$WORK/store" "$WORK/digest" "$WORK/out" | awk '/^materialise /{sub("mb_per_s=","",$4); print $4}')
   cmp -s "$WORK/tree/large/blob3.bin" "$WORK/out/large/blob3.bin" || { echo "materialised tree differs" >&2; exit 1; }
   rm -rf "$WORK/out"; quiet; drop_caches
   cd_=$(SHOAL_BENCH_BUFFERED_READS=1 "$BIN" materialise "$WORK/store" "$WORK/digest" "$WORK/out" | awk '/^materialise /{sub("mb_per_s=","",$4); print $4}')
   cmp -s "$WORK/tree/large/blob3.bin" "$WORK/out/large/blob3.bin" || { echo "materialised tree differs (buffered reads)" >&2; exit 1; }
-  rm -rf "$WORK/out"
-  FW+=("$fw"); FR+=("$fr"); CP+=("$cp"); CR+=("$cr"); CM+=("$cm"); CD+=("$cd_")
-  echo "run $run: fio write $fw MB/s, put $cp MB/s; fio read $fr MB/s, read $cr MB/s, materialise $cm MB/s, materialise with buffered pack reads $cd_ MB/s"
+  rm -rf "$WORK/out" "$WORK/fio.dat"
+  CM+=("$cm"); CD+=("$cd_")
+  echo "run $run: materialise $cm MB/s, materialise with buffered pack reads $cd_ MB/s"
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

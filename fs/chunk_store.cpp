@@ -359,6 +359,10 @@ struct chunk_store::impl {
   std::map<uint32_t, int> append_fds;
   std::array<std::unique_ptr<slab>, 2> staging;
 
+  /// Readers hold it shared from the index lookup to the end of their I/O; collect() holds it
+  /// exclusively while it deletes a pack (so no read is left pointing into a deleted pack).
+  mutable std::shared_mutex gc_mutex;
+
   /// Idle rings for readers (one ring per call, reused).
   mutable std::mutex rings_mutex;
   mutable std::vector<std::unique_ptr<io_ring>> idle_rings;
@@ -523,6 +527,7 @@ struct chunk_store::impl {
     std::vector<std::pair<chunk_id, location>> added;
     std::unordered_map<chunk_id, location, chunk_id_hash> pending;
     std::map<uint32_t, uint64_t> touched; ///< pack -> end of this txn's appends
+    bool relocation = false; ///< collect(): new copies of indexed chunks (counters unchanged)
   };
 
   /// Starts a new pack when `size` does not fit the open one. Needs write_mutex.
@@ -610,11 +615,12 @@ struct chunk_store::impl {
           return err;
         }
     rocksdb::WriteBatch batch;
-    uint64_t chunks = chunk_count.load() + t.added.size();
+    uint64_t chunks = chunk_count.load() + (t.relocation ? 0 : t.added.size());
     uint64_t bytes = byte_count.load();
     for (auto& [id, loc] : t.added) {
       batch.Put(rocksdb::Slice{id.raw().data(), 32}, encode_location(loc));
-      bytes += loc.size;
+      if (!t.relocation)
+        bytes += loc.size;
     }
     for (auto& [pack, end] : t.touched)
       batch.Put(pack_key(pack), [&] {
@@ -741,15 +747,20 @@ struct chunk_store::impl {
     return {};
   }
 
-  /// Stores already hashed chunks. Needs write_mutex.
-  caf::error store_hashed(const std::vector<std::pair<chunk_id, std::string_view>>& chunks) {
+  /// Stores already hashed chunks. Needs write_mutex. `relocate` (collect()): the chunks are
+  /// indexed already and are appended anyway; their index entries move to the new copies.
+  caf::error store_hashed(const std::vector<std::pair<chunk_id, std::string_view>>& chunks,
+                          bool relocate = false) {
     txn t;
+    t.relocation = relocate;
+    const std::optional<location> absent;
+    const std::optional<location>* known = relocate ? &absent : nullptr;
     if (options.direct_appends) {
       // Stage everything, then write each pack's new range in one pass.
       const uint64_t puts_before = puts.load(), deduplicated_before = deduplicated.load();
       std::vector<std::pair<uint32_t, std::pair<uint64_t, std::string_view>>> appends;
       for (auto& [id, data] : chunks) {
-        auto loc = stage(t, id, static_cast<uint32_t>(data.size()), nullptr);
+        auto loc = stage(t, id, static_cast<uint32_t>(data.size()), known);
         if (!loc) {
           rollback(t);
           return std::move(loc.error());
@@ -785,6 +796,7 @@ struct chunk_store::impl {
         return commit(t);
       // The file system refuses O_DIRECT: appends go through the page cache from now on.
       rollback(t);
+      t.relocation = relocate;
       puts = puts_before;
       deduplicated = deduplicated_before;
       options.direct_appends = false;
@@ -795,7 +807,7 @@ struct chunk_store::impl {
     scope_exit guard{[&] { ring.drain(); }};
     size_t queued_bytes = 0;
     for (auto& [id, data] : chunks) {
-      auto loc = stage(t, id, static_cast<uint32_t>(data.size()), nullptr);
+      auto loc = stage(t, id, static_cast<uint32_t>(data.size()), known);
       if (!loc) {
         ring.drain();
         rollback(t);
@@ -934,6 +946,19 @@ caf::expected<std::unique_ptr<chunk_store>> chunk_store::open(const std::string&
       found.push_back(*n);
   ::closedir(d);
   std::sort(found.begin(), found.end());
+  // A pack the index does not know that is not the last one was being deleted by collect()
+  // (its index entry goes first): finish that.
+  for (size_t i = 0; i + 1 < found.size();) {
+    if (self->committed.count(found[i]) != 0) {
+      ++i;
+      continue;
+    }
+    auto path = self->pack_path(found[i]);
+    if (::unlink(path.c_str()) != 0)
+      return io_failure("removing pack " + path + ", which the index no longer uses", errno);
+    log::info("chunk_pack_removed_at_open").kv("pack", path);
+    found.erase(found.begin() + static_cast<std::ptrdiff_t>(i));
+  }
   for (uint32_t n : found) {
     auto path = self->pack_path(n);
     int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
@@ -1055,6 +1080,7 @@ caf::error chunk_store::put_verified(const std::vector<std::pair<chunk_id, std::
 
 caf::error chunk_store::read(const std::vector<chunk_id>& ids, chunk_buffer& out,
                              read_options options) const {
+  std::shared_lock gc{impl_->gc_mutex};
   auto ring = impl_->acquire_ring();
   if (!ring)
     return std::move(ring.error());
@@ -1065,6 +1091,7 @@ caf::error chunk_store::read(const std::vector<chunk_id>& ids, chunk_buffer& out
 
 caf::error chunk_store::read_batches(const std::vector<chunk_id>& ids, uint64_t batch_bytes,
                                      const batch_fn& fn, read_options options) const {
+  std::shared_lock gc{impl_->gc_mutex};
   auto ring = impl_->acquire_ring();
   if (!ring)
     return std::move(ring.error());
@@ -1691,12 +1718,165 @@ caf::error chunk_store::write_file(int fd, const std::vector<chunk_id>& chunks) 
 
 caf::error
 chunk_store::write_files(const std::vector<std::pair<int, std::vector<chunk_id>>>& files) const {
+  std::shared_lock gc{impl_->gc_mutex};
   auto ring = impl_->acquire_ring();
   if (!ring)
     return std::move(ring.error());
   auto err = impl_->write_files(files, **ring);
   impl_->release_ring(std::move(*ring));
   return err;
+}
+
+// -- garbage collection ---------------------------------------------------------------------------
+
+caf::expected<collect_report> chunk_store::collect(const live_fn& live, double rewrite_dead_fraction) {
+  auto& m = *impl_;
+  std::lock_guard wlock{m.write_mutex};
+  collect_report rep;
+
+  // 1. Forget the dead chunks (one synced batch) and note where the live ones are.
+  struct pack_use {
+    uint64_t live_bytes = 0;
+    struct chunk {
+      uint64_t offset;
+      uint32_t size;
+      chunk_id id;
+    };
+    std::vector<chunk> chunks; ///< its live chunks
+  };
+  std::map<uint32_t, pack_use> use;
+  {
+    rocksdb::WriteBatch dead;
+    std::unique_ptr<rocksdb::Iterator> it{m.db->NewIterator(rocksdb::ReadOptions{})};
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      if (it->key().size() != 32)
+        continue; // pack ends and counters
+      auto id = chunk_id::from_raw(it->key().ToStringView());
+      auto loc = decode_location(it->value().ToStringView());
+      if (!id || !loc)
+        return make_error(errc::storage_failure, "the chunk index in " + m.dir
+                                                   + "/index holds a malformed entry");
+      if (live(*id)) {
+        auto& u = use[loc->pack];
+        u.live_bytes += loc->size;
+        u.chunks.push_back({loc->offset, loc->size, *id});
+      } else {
+        dead.Delete(it->key());
+        ++rep.chunks_removed;
+        rep.bytes_removed += loc->size;
+      }
+    }
+    if (!it->status().ok())
+      return db_failure("scanning the chunk index in " + m.dir + "/index", it->status());
+    if (rep.chunks_removed > 0) {
+      uint64_t chunks = m.chunk_count.load() - rep.chunks_removed;
+      uint64_t bytes = m.byte_count.load() - rep.bytes_removed;
+      std::string stats;
+      put_le<uint64_t>(stats, chunks);
+      put_le<uint64_t>(stats, bytes);
+      dead.Put(stats_key, stats);
+      rocksdb::WriteOptions wo;
+      wo.sync = m.options.sync;
+      auto st = m.db->Write(wo, &dead);
+      if (!st.ok())
+        return db_failure("removing " + std::to_string(rep.chunks_removed)
+                            + " unused chunks from the index in " + m.dir + "/index",
+                          st);
+      m.chunk_count = chunks;
+      m.byte_count = bytes;
+    }
+  }
+
+  // 2. The packs worth rewriting: sealed ones with enough dead bytes. The open pack is sealed
+  //    first when it qualifies (the moves then go to a new one).
+  auto qualifies = [&](uint32_t pack, uint64_t end) {
+    uint64_t live_bytes = use.count(pack) != 0 ? use[pack].live_bytes : 0;
+    return live_bytes == 0 || static_cast<double>(end - std::min(end, live_bytes))
+                                >= rewrite_dead_fraction * static_cast<double>(end);
+  };
+  if (m.open_pack != 0 && m.committed[m.open_pack] > 0
+      && qualifies(m.open_pack, m.committed[m.open_pack])) {
+    m.open_size = m.options.pack_size_limit; // ensure_room starts a new pack on the next append
+    if (auto err = m.ensure_room(1))
+      return err;
+  }
+  std::vector<uint32_t> victims;
+  for (auto& [pack, end] : m.committed)
+    if (pack != m.open_pack && qualifies(pack, end))
+      victims.push_back(pack);
+
+  // 3. Per victim: move its live chunks (read verified, appended, index committed), then delete it.
+  auto ring = m.acquire_ring();
+  if (!ring)
+    return std::move(ring.error());
+  scope_exit release{[&] { m.release_ring(std::move(*ring)); }};
+  constexpr uint64_t move_batch_bytes = 32u << 20;
+  uint64_t deleted_bytes = 0;
+  for (uint32_t pack : victims) {
+    auto& chunks = use[pack].chunks;
+    std::sort(chunks.begin(), chunks.end(), [](auto& a, auto& b) { return a.offset < b.offset; });
+    chunk_buffer buf;
+    for (size_t first = 0; first < chunks.size();) {
+      std::vector<chunk_id> ids;
+      uint64_t bytes = 0;
+      size_t last = first;
+      for (; last < chunks.size() && (last == first || bytes < move_batch_bytes); ++last) {
+        ids.push_back(chunks[last].id);
+        bytes += chunks[last].size;
+      }
+      if (auto err = m.read_into(ids, buf, /*verify=*/true, **ring))
+        return err; // a corrupt live chunk: this pack stays, named in the error
+      std::vector<std::pair<chunk_id, std::string_view>> moved;
+      moved.reserve(ids.size());
+      auto views = buf.chunks();
+      for (size_t k = 0; k < ids.size(); ++k)
+        moved.emplace_back(ids[k], views[k]);
+      const uint64_t puts_before = m.puts.load(), dedup_before = m.deduplicated.load();
+      auto err = m.store_hashed(moved, /*relocate=*/true);
+      m.puts = puts_before;
+      m.deduplicated = dedup_before;
+      if (err)
+        return err;
+      rep.chunks_moved += ids.size();
+      rep.bytes_moved += buf.bytes();
+      first = last;
+    }
+    if (!chunks.empty())
+      ++rep.packs_rewritten;
+    // Nothing is indexed in it now. Its entry goes first (synced), then the file: a crash in
+    // between leaves an unknown pack, which open() removes.
+    {
+      rocksdb::WriteOptions wo;
+      wo.sync = m.options.sync;
+      auto st = m.db->Delete(wo, pack_key(pack));
+      if (!st.ok())
+        return db_failure("removing pack " + m.pack_path(pack) + " from the index", st);
+    }
+    std::unique_lock gc{m.gc_mutex}; // reads in flight end first; new ones wait
+    std::unique_lock packs{m.packs_mutex};
+    struct stat sb{};
+    if (auto i = m.pack_fds.find(pack); i != m.pack_fds.end()) {
+      if (::fstat(i->second, &sb) == 0)
+        deleted_bytes += static_cast<uint64_t>(sb.st_size);
+      ::close(i->second);
+      m.pack_fds.erase(i);
+    }
+    for (auto* fds : {&m.direct_fds, &m.append_fds})
+      if (auto i = fds->find(pack); i != fds->end()) {
+        if (i->second >= 0)
+          ::close(i->second);
+        fds->erase(i);
+      }
+    m.committed.erase(pack);
+    auto path = m.pack_path(pack);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      return io_failure("removing pack " + path, errno);
+    --m.pack_count;
+    ++rep.packs_removed;
+    log::info("chunk_pack_removed").kv("pack", path).kv("moved_chunks", chunks.size());
+  }
+  rep.disk_bytes_freed = deleted_bytes > rep.bytes_moved ? deleted_bytes - rep.bytes_moved : 0;
+  return rep;
 }
 
 chunk_store_stats chunk_store::stats() const {

@@ -98,6 +98,17 @@ struct chunk_store_stats {
   uint64_t reads = 0;       ///< chunks returned by get() or written by write_file(s) since open
 };
 
+/// What `chunk_store::collect` did.
+struct collect_report {
+  uint64_t chunks_removed = 0;   ///< index entries of chunks nothing uses any more
+  uint64_t bytes_removed = 0;    ///< their size
+  uint32_t packs_rewritten = 0;  ///< packs whose live chunks were moved to the open pack
+  uint32_t packs_removed = 0;    ///< packs deleted (rewritten ones and ones with nothing live)
+  uint64_t chunks_moved = 0;     ///< live chunks copied out of rewritten packs
+  uint64_t bytes_moved = 0;
+  uint64_t disk_bytes_freed = 0; ///< pack bytes deleted minus bytes appended by the moves
+};
+
 class chunk_store {
 public:
   /// Opens or creates the store in `dir`. Errors: errc::storage_failure (with the path and errno).
@@ -182,6 +193,26 @@ public:
   /// `files[i].first` from offset 0. Every chunk is verified before any byte of it is written.
   /// Not atomic: on an error some files may be partly written.
   caf::error write_files(const std::vector<std::pair<int, std::vector<chunk_id>>>& files) const;
+
+  /// Garbage collection. Forgets every chunk for which `live` returns false, then rewrites the
+  /// sealed packs in which at least `rewrite_dead_fraction` of the bytes are dead: their live
+  /// chunks are read (verified) and appended to the open pack, the index is pointed at the new
+  /// copies (durably), and only then is the old pack deleted. Packs with nothing live are
+  /// deleted without a copy.
+  ///
+  /// Writers wait for the whole collection (it holds the write lock), so the caller must make
+  /// sure nothing it still needs is unreferenced while it runs: the image service stops builds
+  /// first (a build's chunks are referenced only once its image is recorded). Readers run
+  /// concurrently until a pack is deleted: each deletion waits for the reads in flight and makes
+  /// new ones wait for it (a few milliseconds).
+  ///
+  /// Crash safety: every step is a synced index write; a crash leaves either the old or the new
+  /// location of each chunk indexed, never neither, and at worst an unindexed pack, which the
+  /// next open empties and removes. Errors: errc::storage_failure (a corrupt live chunk, named,
+  /// stops the rewrite of its pack and keeps it), with what was done until then undone only
+  /// where it is not durable yet.
+  using live_fn = std::function<bool(const chunk_id&)>;
+  caf::expected<collect_report> collect(const live_fn& live, double rewrite_dead_fraction = 0.25);
 
   chunk_store_stats stats() const;
   const std::string& dir() const noexcept;

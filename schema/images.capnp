@@ -78,4 +78,21 @@ interface Images {
   inspect @2 (imageId :Text) -> (image :ImageInfo);
   remove @3 (imageId :Text) -> ();
   # [not_found]; [invalid_argument] when another image is built on it (the message names it).
+  # The image's files stay on disk until collectGarbage.
+  collectGarbage @4 () -> (report :GarbageReport);
+  # Frees the trees and chunks that only removed images used (builds wait while it runs).
+  # Admin tokens only: [permission_denied] otherwise.
+}
+
+struct GarbageReport {
+  images @0 :UInt64;             # recorded images, all kept
+  treesRemoved @1 :UInt64;       # materialised trees of removed images
+  treesInUse @2 :List(Text);     # trees of removed images still mounted by containers: kept
+  chunksRemoved @3 :UInt64;
+  chunkBytesRemoved @4 :UInt64;
+  packsRewritten @5 :UInt64;     # packs whose live chunks were moved out
+  packsRemoved @6 :UInt64;
+  chunksMoved @7 :UInt64;
+  bytesMoved @8 :UInt64;
+  diskBytesFreed @9 :UInt64;     # pack bytes deleted minus bytes moved
 }

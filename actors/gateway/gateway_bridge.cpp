@@ -295,7 +295,8 @@ public:
       throw_error(errc::unavailable, "this shoald runs without the control role; connect to a "
                                      "control node to build images");
     ctx.getResults().setImages(
-      images::make_images(ctx_, *targets_.sys, targets_.image_builder, scope_.environment)
+      images::make_images(ctx_, *targets_.sys, targets_.image_builder, scope_.environment,
+                          scope_.admin)
         .castAs<wire::Images>());
     return kj::READY_NOW;
   }

@@ -13,6 +13,7 @@
 #include "runtime/errc.hpp"
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(caf::expected<shoal::images::build_result>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(caf::expected<shoal::images::gc_result>)
 
 namespace shoal::images {
 
@@ -24,13 +25,16 @@ using impl_actor = caf::typed_actor<
   caf::replies_to<build_atom, image_spec, build_progress_ptr>::with<build_result>,
   caf::replies_to<list_atom>::with<std::vector<image_record>>,
   caf::replies_to<get_atom, std::string>::with<image_record>,
-  caf::replies_to<remove_atom, std::string>::with<void>, inspect_handler,
-  caf::reacts_to<done_atom, uint64_t, caf::expected<build_result>>>;
+  caf::replies_to<remove_atom, std::string>::with<void>,
+  caf::replies_to<gc_atom>::with<gc_result>, inspect_handler,
+  caf::reacts_to<done_atom, uint64_t, caf::expected<build_result>>,
+  caf::reacts_to<done_atom, uint64_t, caf::expected<gc_result>>>;
 
 struct builder_state {
   image_service* service = nullptr;
   uint64_t next_job = 1;
   std::map<uint64_t, caf::typed_response_promise<build_result>> jobs;
+  std::map<uint64_t, caf::typed_response_promise<gc_result>> collections;
   uint64_t failed = 0;
   static inline const char* name = "image_builder";
 };
@@ -65,6 +69,29 @@ impl_actor::behavior_type builder_impl(self_ptr self, image_service* service) {
         i->second.deliver(result.error());
       }
       st.jobs.erase(i);
+    },
+    [self](gc_atom) -> caf::result<gc_result> {
+      auto& st = self->state;
+      auto job = st.next_job++;
+      auto rp = self->make_response_promise<gc_result>();
+      st.collections.emplace(job, rp);
+      auto* svc = st.service;
+      auto me = caf::actor_cast<impl_actor>(self);
+      self->system().spawn<caf::detached>([svc, me, job](caf::blocking_actor*) {
+        caf::anon_send(me, done_atom::value, job, svc->collect_garbage());
+      });
+      return rp;
+    },
+    [self](done_atom, uint64_t job, caf::expected<gc_result>& result) {
+      auto& st = self->state;
+      auto i = st.collections.find(job);
+      if (i == st.collections.end())
+        return;
+      if (result)
+        i->second.deliver(std::move(*result));
+      else
+        i->second.deliver(result.error());
+      st.collections.erase(i);
     },
     [self](list_atom) -> caf::result<std::vector<image_record>> {
       auto all = self->state.service->list();

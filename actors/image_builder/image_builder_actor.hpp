@@ -23,6 +23,7 @@ using build_atom = caf::atom_constant<caf::atom("im_build")>;
 using list_atom = caf::atom_constant<caf::atom("im_list")>;
 using get_atom = caf::atom_constant<caf::atom("im_get")>;
 using remove_atom = caf::atom_constant<caf::atom("im_remove")>;
+using gc_atom = caf::atom_constant<caf::atom("im_gc")>;
 
 using image_builder_actor = caf::typed_actor<
   /// Builds what the spec lacks; progress goes to the sink (may be null).
@@ -30,6 +31,8 @@ using image_builder_actor = caf::typed_actor<
   caf::replies_to<list_atom>::with<std::vector<image_record>>,
   caf::replies_to<get_atom, std::string>::with<image_record>,
   caf::replies_to<remove_atom, std::string>::with<void>,
+  /// Frees what removed images held (image_service::collect_garbage), on a detached helper.
+  caf::replies_to<gc_atom>::with<gc_result>,
   inspect_handler>;
 
 /// `service` must outlive the actor (the composition root owns both).

@@ -17,6 +17,8 @@ namespace {
 
 /// Builds may take as long as a debootstrap or a large pip install.
 constexpr auto build_timeout = std::chrono::hours{6};
+/// A collection waits for running builds, then may move gigabytes of chunks.
+constexpr auto gc_timeout = std::chrono::hours{6};
 
 wire::StepStatus to_wire(step_status s) {
   switch (s) {
@@ -140,8 +142,12 @@ image_step from_wire(wire::ImageStep::Reader s) {
 class images_impl final : public wire::Images::Server {
 public:
   images_impl(rpc_context& ctx, caf::actor_system& sys, image_builder_actor builder,
-              std::string environment)
-    : ctx_(ctx), sys_(sys), builder_(std::move(builder)), environment_(std::move(environment)) {}
+              std::string environment, bool admin)
+    : ctx_(ctx),
+      sys_(sys),
+      builder_(std::move(builder)),
+      environment_(std::move(environment)),
+      admin_(admin) {}
 
   kj::Promise<void> build(BuildContext ctx) override {
     auto pass = ctx_.gate.enter();
@@ -211,18 +217,45 @@ public:
       .attach(kj::mv(pass));
   }
 
+  kj::Promise<void> collectGarbage(CollectGarbageContext ctx) override {
+    if (!admin_)
+      kj::throwFatalException(bridge::to_kj_exception(
+        errc::permission_denied, "collecting image garbage frees disk for every environment and "
+                                 "needs an admin token (admin.token)"));
+    auto pass = ctx_.gate.enter();
+    return bridge::ask<gc_result>(sys_, builder_, gc_timeout, gc_atom::value)
+      .then([ctx](gc_result r) mutable {
+        auto out = ctx.getResults().initReport();
+        out.setImages(r.images);
+        out.setTreesRemoved(r.trees_removed);
+        auto in_use = out.initTreesInUse(static_cast<unsigned>(r.trees_in_use.size()));
+        for (size_t i = 0; i < r.trees_in_use.size(); ++i)
+          in_use.set(static_cast<unsigned>(i), r.trees_in_use[i]);
+        out.setChunksRemoved(r.chunks_removed);
+        out.setChunkBytesRemoved(r.chunk_bytes_removed);
+        out.setPacksRewritten(r.packs_rewritten);
+        out.setPacksRemoved(r.packs_removed);
+        out.setChunksMoved(r.chunks_moved);
+        out.setBytesMoved(r.bytes_moved);
+        out.setDiskBytesFreed(r.disk_bytes_freed);
+      })
+      .attach(kj::mv(pass));
+  }
+
 private:
   rpc_context& ctx_;
   caf::actor_system& sys_;
   image_builder_actor builder_;
   std::string environment_;
+  bool admin_;
 };
 
 } // namespace
 
 capnp::Capability::Client make_images(rpc_context& ctx, caf::actor_system& sys,
-                                      image_builder_actor builder, std::string environment) {
-  return kj::heap<images_impl>(ctx, sys, std::move(builder), std::move(environment));
+                                      image_builder_actor builder, std::string environment,
+                                      bool admin) {
+  return kj::heap<images_impl>(ctx, sys, std::move(builder), std::move(environment), admin);
 }
 
 } // namespace shoal::images

@@ -13,8 +13,10 @@
 
 namespace shoal::images {
 
-/// An `Images` capability; builds read named secrets of `environment`. `ctx` must outlive it.
+/// An `Images` capability; builds read named secrets of `environment`; `admin`: the session's
+/// token is an admin token (collectGarbage). `ctx` must outlive it.
 capnp::Capability::Client make_images(rpc_context& ctx, caf::actor_system& sys,
-                                      image_builder_actor builder, std::string environment);
+                                      image_builder_actor builder, std::string environment,
+                                      bool admin);
 
 } // namespace shoal::images

@@ -16,6 +16,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <unordered_set>
 
 #include "actors/gateway/secret_store.hpp"
 #include "fs/registry/registry_client.hpp"
@@ -452,6 +453,7 @@ caf::error image_service::put_record(const image_record& rec) {
 
 caf::expected<build_result> image_service::build(const image_spec& spec,
                                                  const build_progress_ptr& progress) {
+  std::shared_lock gc{gc_mutex_}; // collect_garbage waits for builds, and they for it
   if (spec.steps.empty())
     return make_error(errc::invalid_argument, "an image spec needs at least a base step");
   std::vector<std::string> canonicals;
@@ -921,6 +923,7 @@ caf::expected<std::string> image_service::tree(const std::string& image_id,
   }
   if (!rec)
     return rec.error();
+  std::shared_lock gc{gc_mutex_};
   return tree_of(*rec);
 }
 
@@ -990,6 +993,107 @@ caf::expected<std::string> image_service::tree_of(const image_record& rec) {
   if (err)
     return err;
   return dir;
+}
+
+// -- garbage collection --------------------------------------------------------------------------
+
+namespace {
+
+/// Whether a mount in this process's namespace uses `dir` (an overlay's lowerdir, or a mount
+/// point below it). /proc/self/mountinfo escapes spaces and such as octal; state dirs have none.
+bool mounted_from(const std::string& dir) {
+  std::ifstream in{"/proc/self/mountinfo"};
+  std::string line;
+  while (std::getline(in, line)) {
+    for (size_t at = line.find(dir); at != std::string::npos; at = line.find(dir, at + 1)) {
+      size_t end = at + dir.size();
+      if (end == line.size() || line[end] == ' ' || line[end] == ',' || line[end] == ':'
+          || line[end] == '/')
+        return true;
+    }
+  }
+  return false;
+}
+
+} // namespace
+
+caf::expected<gc_result> image_service::collect_garbage() {
+  std::unique_lock gc{gc_mutex_};
+  gc_result rep;
+  auto all = list();
+  if (!all)
+    return all.error();
+  rep.images = all->size();
+
+  // The live set: every chunk of every recorded image's layers, and the manifests themselves.
+  std::set<std::string> live_layers, live_trees;
+  for (const auto& rec : *all) {
+    live_layers.insert(rec.layers.begin(), rec.layers.end());
+    live_trees.insert(tree_key(rec.layers));
+  }
+  std::unordered_set<fs::chunk_id, fs::chunk_id_hash> live;
+  for (const auto& hex : live_layers) {
+    auto digest = fs::chunk_id::from_hex(hex);
+    if (!digest)
+      return make_error(errc::storage_failure, "an image names the malformed layer digest '" + hex
+                                                 + "'; nothing was collected");
+    auto l = fs::load_layer(*chunks_, *digest);
+    if (!l)
+      return make_error(errc::storage_failure, "layer " + hex + " of a recorded image cannot be read ("
+                                                 + message_of(l.error())
+                                                 + "); nothing was collected");
+    live.insert(*digest);
+    for (const auto& e : l->entries)
+      for (const auto& c : e.chunks)
+        live.insert(c.id);
+  }
+
+  // Trees of removed images. The marker goes first: a half-removed tree is never used.
+  auto root = options_.state_dir + "/images/trees";
+  std::error_code ec;
+  std::set<std::string> keys;
+  for (const auto& entry : stdfs::directory_iterator(root, ec)) {
+    auto name = entry.path().filename().string();
+    for (std::string_view suffix : {".done", ".partial"})
+      if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        name.resize(name.size() - suffix.size());
+    keys.insert(name);
+  }
+  for (const auto& key : keys) {
+    if (live_trees.count(key) != 0)
+      continue;
+    auto dir = root + "/" + key;
+    if (mounted_from(dir)) {
+      rep.trees_in_use.push_back(key);
+      continue;
+    }
+    std::error_code e;
+    stdfs::remove(dir + ".done", e);
+    stdfs::remove_all(dir + ".partial", e);
+    stdfs::remove_all(dir, e);
+    if (e)
+      return make_error(errc::storage_failure, "cannot remove the image tree " + dir + ": " + e.message());
+    ++rep.trees_removed;
+  }
+
+  auto collected = chunks_->collect([&](const fs::chunk_id& id) { return live.count(id) != 0; });
+  if (!collected)
+    return collected.error();
+  rep.chunks_removed = collected->chunks_removed;
+  rep.chunk_bytes_removed = collected->bytes_removed;
+  rep.packs_rewritten = collected->packs_rewritten;
+  rep.packs_removed = collected->packs_removed;
+  rep.chunks_moved = collected->chunks_moved;
+  rep.bytes_moved = collected->bytes_moved;
+  rep.disk_bytes_freed = collected->disk_bytes_freed;
+  log::info("image_gc")
+    .kv("images", rep.images)
+    .kv("trees_removed", rep.trees_removed)
+    .kv("trees_in_use", rep.trees_in_use.size())
+    .kv("chunks_removed", rep.chunks_removed)
+    .kv("packs_removed", rep.packs_removed)
+    .kv("disk_bytes_freed", rep.disk_bytes_freed);
+  return rep;
 }
 
 } // namespace shoal::images

@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -94,6 +95,13 @@ public:
   /// image is built on it, not_found for an unknown id.
   caf::error remove(const std::string& image_id);
 
+  /// Frees the disk that removed images held: their trees (unless a container still has one
+  /// mounted) and every chunk no recorded image's layers reference (chunk_store::collect).
+  /// Builds and tree materialisations wait while it runs, and it waits for those in progress
+  /// (a build's chunks are referenced only once its image is recorded). Errors: storage_failure
+  /// (a recorded image's layer cannot be read: nothing is collected; or chunk_store::collect's).
+  caf::expected<gc_result> collect_garbage();
+
   /// Counters for the image builder's inspect snapshot.
   struct counters {
     uint64_t builds = 0, steps_built = 0, steps_cached = 0, trees_materialised = 0;
@@ -125,6 +133,8 @@ private:
   container::oci_runtime& runtime_;
   image_service_options options_;
   mutable std::mutex mutex_;
+  /// Builds and materialisations hold it shared; collect_garbage exclusively.
+  std::shared_mutex gc_mutex_;
   std::map<std::string, std::shared_ptr<once>> building_;
   std::map<std::string, std::shared_ptr<once>> materialising_;
   counters counters_;

@@ -72,6 +72,27 @@ typename Inspector::result_type inspect(Inspector& f, build_result& x) {
   return f(caf::meta::type_name("build_result"), x.image_id, x.steps);
 }
 
+/// What `image_service::collect_garbage` freed.
+struct gc_result {
+  uint64_t images = 0;               ///< recorded images (all kept)
+  uint64_t trees_removed = 0;        ///< materialised trees of removed images
+  std::vector<std::string> trees_in_use; ///< trees of removed images still mounted: kept
+  uint64_t chunks_removed = 0;       ///< chunks no image references any more
+  uint64_t chunk_bytes_removed = 0;
+  uint64_t packs_rewritten = 0;      ///< packs whose live chunks were moved out
+  uint64_t packs_removed = 0;
+  uint64_t chunks_moved = 0;
+  uint64_t bytes_moved = 0;
+  uint64_t disk_bytes_freed = 0;     ///< pack bytes deleted minus bytes moved
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, gc_result& x) {
+  return f(caf::meta::type_name("gc_result"), x.images, x.trees_removed, x.trees_in_use,
+           x.chunks_removed, x.chunk_bytes_removed, x.packs_rewritten, x.packs_removed,
+           x.chunks_moved, x.bytes_moved, x.disk_bytes_freed);
+}
+
 /// What an image carries besides its files; inherited from the parent, changed by metadata steps.
 struct image_config {
   key_values env;              ///< in order; a later entry of the same key wins

@@ -551,6 +551,26 @@ public:
     live().remove_image(image_id);
   }
 
+  py::dict collect_image_garbage() {
+    sc::image_gc_report r;
+    {
+      py::gil_scoped_release release;
+      r = live().collect_image_garbage();
+    }
+    py::dict d;
+    d["images"] = r.images;
+    d["trees_removed"] = r.trees_removed;
+    d["trees_in_use"] = r.trees_in_use;
+    d["chunks_removed"] = r.chunks_removed;
+    d["chunk_bytes_removed"] = r.chunk_bytes_removed;
+    d["packs_rewritten"] = r.packs_rewritten;
+    d["packs_removed"] = r.packs_removed;
+    d["chunks_moved"] = r.chunks_moved;
+    d["bytes_moved"] = r.bytes_moved;
+    d["disk_bytes_freed"] = r.disk_bytes_freed;
+    return d;
+  }
+
   static py::dict secret_dict(const secret_summary& x) {
     py::dict d;
     d["name"] = x.name;
@@ -935,6 +955,7 @@ class RpcError(Exception):
     .def("list_images", &client::list_images)
     .def("inspect_image", &client::inspect_image, py::arg("image_id"))
     .def("remove_image", &client::remove_image, py::arg("image_id"))
+    .def("collect_image_garbage", &client::collect_image_garbage)
     .def("close", &client::close)
     .def("missing_blobs", &client::missing_blobs, py::arg("hashes"))
     .def("put_blobs", &client::put_blobs, py::arg("blobs"))

@@ -444,6 +444,9 @@ class _Service:
     def remove(self, image_id: str) -> None:
         self._call(f"removing the image {image_id}", "remove_image", image_id)
 
+    def collect_garbage(self) -> Dict[str, Any]:
+        return dict(self._call("collecting image garbage", "collect_image_garbage"))
+
 
 def service(connection: Any) -> _Service:
     return _Service(connection)

@@ -773,6 +773,28 @@ void connection::remove_image(const std::string& image_id) {
   });
 }
 
+image_gc_report connection::collect_image_garbage() {
+  return impl_->run([this](kj_side& s) {
+    auto req = impl_->session(s).imagesRequest().send().getImages().collectGarbageRequest();
+    return req.send().then([](capnp::Response<wire::Images::CollectGarbageResults> r) {
+      auto in = r.getReport();
+      image_gc_report out;
+      out.images = in.getImages();
+      out.trees_removed = in.getTreesRemoved();
+      for (auto t : in.getTreesInUse())
+        out.trees_in_use.emplace_back(t);
+      out.chunks_removed = in.getChunksRemoved();
+      out.chunk_bytes_removed = in.getChunkBytesRemoved();
+      out.packs_rewritten = in.getPacksRewritten();
+      out.packs_removed = in.getPacksRemoved();
+      out.chunks_moved = in.getChunksMoved();
+      out.bytes_moved = in.getBytesMoved();
+      out.disk_bytes_freed = in.getDiskBytesFreed();
+      return out;
+    });
+  });
+}
+
 // -- functions ------------------------------------------------------------------------------------
 
 std::vector<std::string> connection::missing_blobs(const std::vector<std::string>& sha256) {

@@ -290,6 +290,20 @@ struct image_info {
   std::string python;
 };
 
+/// What Images.collectGarbage freed (schema/images.capnp GarbageReport).
+struct image_gc_report {
+  uint64_t images = 0;
+  uint64_t trees_removed = 0;
+  std::vector<std::string> trees_in_use;
+  uint64_t chunks_removed = 0;
+  uint64_t chunk_bytes_removed = 0;
+  uint64_t packs_rewritten = 0;
+  uint64_t packs_removed = 0;
+  uint64_t chunks_moved = 0;
+  uint64_t bytes_moved = 0;
+  uint64_t disk_bytes_freed = 0;
+};
+
 /// A build in progress: its events as they arrive, then its result. The request runs on a
 /// thread of its own (it may take minutes), so the caller polls without blocking the connection.
 class image_build {
@@ -365,6 +379,8 @@ public:
   std::vector<image_info> list_images();
   image_info inspect_image(const std::string& image_id);
   void remove_image(const std::string& image_id);
+  /// Frees what removed images held on the server (admin tokens only).
+  image_gc_report collect_image_garbage();
 
   // -- secrets (Session.secrets, schema/gateway.capnp) ------------------------------------------
   secret_summary create_secret(const std::string& name,

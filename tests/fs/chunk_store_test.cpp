@@ -1,6 +1,8 @@
 #include "fs/chunk_store.hpp"
 
 #include <atomic>
+#include <cstdio>
+#include <set>
 #include <filesystem>
 #include <thread>
 #include <string>
@@ -520,4 +522,130 @@ TEST_CASE("read_batches hands over every chunk in order, batch by batch, and sto
   });
   REQUIRE(err);
   CHECK_THAT(shoal::message_of(err), Catch::Contains("enough"));
+}
+
+TEST_CASE("collect forgets dead chunks, rewrites mostly dead packs and keeps every live chunk") {
+  temp_dir dir;
+  chunk_store_options options;
+  options.pack_size_limit = 10'000;
+  auto store = open_store(dir.sub("store"), options);
+  // Packs 1-5 hold two 4000-byte chunks each: [0 1] [2 3] [4 5] [6 7] [8 9].
+  std::vector<std::string> chunks;
+  for (uint32_t i = 0; i < 10; ++i)
+    chunks.push_back(random_bytes(4000, 300 + i));
+  auto ids = put_ok(*store, chunks);
+  REQUIRE(store->stats().packs == 5);
+  // Live: 0 and 1 (pack 1 untouched), 2 (pack 2 half dead: rewritten), nothing of packs 3-4
+  // (deleted without a copy), 8 and 9 (pack 5 is the open pack, untouched).
+  std::set<chunk_id> live_set{ids[0], ids[1], ids[2], ids[8], ids[9]};
+  auto live = [&](const chunk_id& id) { return live_set.count(id) != 0; };
+
+  // A reader running while the collection moves and deletes packs.
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, failures{0};
+  std::thread reader([&] {
+    while (!stop) {
+      auto got = store->get(std::vector<chunk_id>{ids[0], ids[2], ids[9]});
+      if (!got || (*got)[1] != chunks[2])
+        ++failures;
+      ++reads;
+    }
+  });
+  auto rep = store->collect(live);
+  stop = true;
+  reader.join();
+  REQUIRE(rep);
+  CHECK(failures == 0);
+  CHECK(reads > 0);
+  CHECK(rep->chunks_removed == 5);
+  CHECK(rep->bytes_removed == 5 * 4000);
+  CHECK(rep->packs_rewritten == 1);
+  CHECK(rep->packs_removed == 3);
+  CHECK(rep->chunks_moved == 1);
+  CHECK(rep->bytes_moved == 4000);
+  CHECK(rep->disk_bytes_freed == 3 * 8000 - 4000);
+  CHECK(std::filesystem::exists(pack_path(dir, 1)));
+  CHECK_FALSE(std::filesystem::exists(pack_path(dir, 2)));
+  CHECK_FALSE(std::filesystem::exists(pack_path(dir, 3)));
+  CHECK_FALSE(std::filesystem::exists(pack_path(dir, 4)));
+  auto s = store->stats();
+  CHECK(s.chunks == 5);
+  CHECK(s.bytes == 5 * 4000);
+  CHECK(s.packs == 3);
+  for (size_t i = 0; i < ids.size(); ++i)
+    CHECK(store->contains(ids[i]) == live(ids[i]));
+  std::vector<chunk_id> kept{ids[0], ids[1], ids[2], ids[8], ids[9]};
+  std::vector<std::string> want{chunks[0], chunks[1], chunks[2], chunks[8], chunks[9]};
+  CHECK(store->get(kept).value() == want);
+  // A dead chunk put again is stored again.
+  put_ok(*store, {chunks[5]});
+  CHECK(store->get(ids[5]).value() == chunks[5]);
+
+  // Everything survives a reopen, with the counters.
+  store.reset();
+  auto reopened = open_store(dir.sub("store"), options);
+  CHECK(reopened->get(kept).value() == want);
+  CHECK(reopened->get(ids[5]).value() == chunks[5]);
+  CHECK(reopened->stats().chunks == 6);
+  // Nothing dead: a second collection does nothing.
+  live_set.insert(ids[5]);
+  auto again = reopened->collect(live);
+  REQUIRE(again);
+  CHECK(again->chunks_removed == 0);
+  CHECK(again->packs_removed == 0);
+}
+
+TEST_CASE("collect keeps a pack whose live chunk is corrupt and names the chunk") {
+  temp_dir dir;
+  chunk_store_options options;
+  options.pack_size_limit = 10'000;
+  auto store = open_store(dir.sub("store"), options);
+  std::vector<std::string> chunks;
+  for (uint32_t i = 0; i < 4; ++i)
+    chunks.push_back(random_bytes(4000, 400 + i));
+  auto ids = put_ok(*store, chunks); // packs [0 1] [2 3]
+  {
+    int fd = ::open(pack_path(dir, 1).c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    char c = 0;
+    REQUIRE(::pwrite(fd, &c, 1, 10) == 1);
+    ::close(fd);
+  }
+  // Chunk 0 is live but corrupt, chunk 1 dead: pack 1 would be rewritten.
+  auto rep = store->collect([&](const chunk_id& id) { return id != ids[1]; });
+  REQUIRE_FALSE(rep);
+  CHECK(shoal::code_of(rep.error()) == shoal::errc::storage_failure);
+  CHECK_THAT(shoal::message_of(rep.error()), Catch::Contains(ids[0].hex()));
+  CHECK(std::filesystem::exists(pack_path(dir, 1)));
+  CHECK(store->get(ids[2]).value() == chunks[2]);
+}
+
+TEST_CASE("a pack the index no longer knows (a collection cut short) is removed at open") {
+  temp_dir dir;
+  chunk_store_options options;
+  options.pack_size_limit = 10'000;
+  std::vector<chunk_id> ids;
+  std::vector<std::string> chunks;
+  {
+    auto store = open_store(dir.sub("store"), options);
+    for (uint32_t i = 0; i < 4; ++i)
+      chunks.push_back(random_bytes(4000, 500 + i));
+    ids = put_ok(*store, chunks); // packs [0 1] [2 3]
+    // Pack 1 is all dead; the open pack 2 is half dead: sealed, chunk 3 moved to a new pack 3.
+    auto rep = store->collect([&](const chunk_id& id) { return id == ids[3]; });
+    REQUIRE(rep);
+    CHECK(rep->packs_removed == 2);
+    CHECK(std::filesystem::exists(pack_path(dir, 3)));
+  }
+  // Recreate pack 1 as a crash between its index entry's removal and its unlink would leave it.
+  {
+    std::FILE* f = std::fopen(pack_path(dir, 1).c_str(), "wb");
+    REQUIRE(f != nullptr);
+    std::fwrite(chunks[0].data(), 1, chunks[0].size(), f);
+    std::fclose(f);
+  }
+  auto store = open_store(dir.sub("store"), options);
+  CHECK_FALSE(std::filesystem::exists(pack_path(dir, 1)));
+  CHECK(store->get(ids[3]).value() == chunks[3]);
+  CHECK_FALSE(store->contains(ids[0]));
 }

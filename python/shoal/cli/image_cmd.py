@@ -1,4 +1,4 @@
-"""``shoal image list|inspect|rm``: the images shoald has built or pulled."""
+"""``shoal image list|inspect|rm|gc``: the images shoald has built or pulled."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ._output import format_time_ms, print_fields, print_json, print_table
 from .queue_cmd import confirm
 
 DESCRIPTION = """\
-List, inspect and remove images.
+List, inspect and remove images, and free the disk that removed images used.
 
 An image is built from the steps of a shoal.Image (debian_slim, apt_install, pip_install,
 add_local_dir, ...), one cached image per step: its id is a hash of the parent's id and the
@@ -23,6 +23,7 @@ examples:
   shoal image list --json
   shoal image inspect im-3f2a…           layers, environment, workdir, entrypoint
   shoal image rm im-3f2a… --yes          remove an image nothing is built on
+  shoal image gc                         free the trees and chunks only removed images used
 
 Rebuild on purpose: force_build=True on a step, or SHOAL_IGNORE_CACHE=1 for every layer step
 of every image the next `shoal run`/`shoal deploy` builds."""
@@ -32,7 +33,7 @@ STEP_WIDTH = 60
 
 
 def register(subparsers) -> None:
-    group = add_group(subparsers, "image", help="list, inspect and remove images",
+    group = add_group(subparsers, "image", help="list, inspect, remove and garbage-collect images",
                       description=DESCRIPTION, epilog=EPILOG)
     commands = group.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -56,10 +57,20 @@ def register(subparsers) -> None:
         "rm", help="remove images",
         description="Remove the images ID... Refused for an image another image is built on "
         "(remove that one first); functions that name a removed image fail to start until it is "
-        "built again (the next `shoal run`/`shoal deploy` of their app does that).")
+        "built again (the next `shoal run`/`shoal deploy` of their app does that). Its files stay "
+        "on disk until `shoal image gc`.")
     rm.add_argument("image_ids", metavar="ID", nargs="+", help="image ids (im-…)")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     rm.set_defaults(handler=cmd_rm)
+
+    gc = commands.add_parser(
+        "gc", help="free the disk that removed images used",
+        description="Delete what no remaining image uses: the materialised trees of removed "
+        "images (a tree a running container still has mounted is kept and listed) and every "
+        "stored chunk no image's layers reference; pack files that are mostly free space are "
+        "rewritten. Builds wait while it runs. Needs an admin token.")
+    add_json_flag(gc)
+    gc.set_defaults(handler=cmd_gc)
 
 
 def normalize(info: dict) -> dict:
@@ -143,4 +154,22 @@ def cmd_rm(args) -> int:
         for image_id in ids:
             images.remove(image_id)
             print(f"removed image {image_id}")
+    return 0
+
+
+def cmd_gc(args) -> int:
+    with _client.connect(notify=note) as conn:
+        report = service(conn).collect_garbage()
+    report["trees_in_use"] = [str(t) for t in report.get("trees_in_use") or []]
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"kept {report['images']} image(s)")
+    print(f"removed {report['trees_removed']} image tree(s)")
+    for tree in report["trees_in_use"]:
+        print(f"kept tree {tree}: a running container uses it (run `shoal image gc` again later)")
+    print(f"removed {report['chunks_removed']} chunk(s) ({format_bytes(report['chunk_bytes_removed'])}); "
+          f"rewrote {report['packs_rewritten']} pack(s), moving {report['chunks_moved']} chunk(s) "
+          f"({format_bytes(report['bytes_moved'])}); deleted {report['packs_removed']} pack(s)")
+    print(f"freed {format_bytes(report['disk_bytes_freed'])} of chunk storage")
     return 0

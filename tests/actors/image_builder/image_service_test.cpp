@@ -14,6 +14,7 @@
 #include "fs/layer.hpp"
 #include "runtime/container/crun_runtime.hpp"
 #include "runtime/container/host_cgroups.hpp"
+#include "runtime/container/overlay_rootfs.hpp"
 #include "runtime/errc.hpp"
 #include "storage/key.hpp"
 #include "storage/store.hpp"
@@ -366,4 +367,70 @@ TEST_CASE("an image another image is built on cannot be removed") {
   auto listed = f.service().list();
   REQUIRE(listed);
   CHECK(listed->size() == 1); // the scratch base is left
+}
+
+TEST_CASE("garbage collection frees a removed image's tree and chunks, keeping a mounted tree") {
+  fixture f;
+  auto a = f.service().build(
+    f.busybox_spec({f.step("run_commands", {"dd if=/dev/urandom of=/a bs=1M count=3 2>/dev/null"})}),
+    nullptr);
+  auto b = f.service().build(
+    f.busybox_spec({f.step("run_commands", {"dd if=/dev/urandom of=/b bs=1M count=3 2>/dev/null"})}),
+    nullptr);
+  REQUIRE(a);
+  REQUIRE(b);
+  auto tree_a = f.service().tree(a->image_id);
+  auto tree_b = f.service().tree(b->image_id);
+  REQUIRE(tree_a);
+  REQUIRE(tree_b);
+  auto b_content = read_file(*tree_b + "/b");
+  REQUIRE(b_content.size() == 3u << 20);
+  auto chunks_before = f.service().chunks()->stats().chunks;
+
+  // Nothing removed yet: nothing to collect.
+  auto idle = f.service().collect_garbage();
+  REQUIRE(idle);
+  CHECK(idle->images == 4); // scratch, busybox files, a, b
+  CHECK(idle->trees_removed == 0);
+  CHECK(idle->chunks_removed == 0);
+
+  REQUIRE_FALSE(f.service().remove(a->image_id));
+  {
+    // A container still runs on a's tree: the tree stays, its chunks go.
+    auto overlay = container::overlay_rootfs::mount(std::vector<std::string>{*tree_a},
+                                                    f.tmp().sub("bundle"));
+    REQUIRE(overlay);
+    auto busy = f.service().collect_garbage();
+    REQUIRE(busy);
+    CHECK(busy->images == 3);
+    CHECK(busy->trees_removed == 0);
+    REQUIRE(busy->trees_in_use.size() == 1);
+    CHECK(*tree_a == f.tmp().sub("state") + "/images/trees/" + busy->trees_in_use[0]);
+    CHECK(busy->chunks_removed == 4); // a's 3 MiB file (3 chunks) and its layer manifest
+    CHECK(busy->chunk_bytes_removed > 3u << 20);
+    CHECK(f.service().chunks()->stats().chunks == chunks_before - 4);
+    CHECK(read_file(overlay->rootfs() + "/a").size() == 3u << 20); // the mounted tree still works
+  }
+  auto later = f.service().collect_garbage();
+  REQUIRE(later);
+  CHECK(later->trees_removed == 1);
+  CHECK(later->trees_in_use.empty());
+  CHECK(later->chunks_removed == 0);
+  CHECK_FALSE(stdfs::exists(*tree_a));
+  CHECK_FALSE(stdfs::exists(*tree_a + ".done"));
+
+  // b is whole: its tree materialises again from the chunks that were kept.
+  stdfs::remove(*tree_b + ".done");
+  stdfs::remove_all(*tree_b);
+  auto again = f.service().tree(b->image_id);
+  REQUIRE(again);
+  CHECK(read_file(*again + "/b") == b_content);
+  CHECK(stdfs::exists(*again + "/bin/busybox"));
+  // a builds again from scratch (its record is gone, so nothing is cached).
+  auto rebuilt = f.service().build(
+    f.busybox_spec({f.step("run_commands", {"dd if=/dev/urandom of=/a bs=1M count=3 2>/dev/null"})}),
+    nullptr);
+  REQUIRE(rebuilt);
+  CHECK(rebuilt->image_id == a->image_id);
+  CHECK(rebuilt->steps.back().status == step_status::built);
 }
