@@ -61,7 +61,7 @@ def main() -> None:
         tree = busybox_tree(work / "busybox")
 
         def declare():
-            image = shoal.Image.from_scratch().add_local_dir(str(tree), "/")
+            image = shoal.Image.from_scratch().add_local_dir(str(tree), "/", copy=True)
             for i in range(8):
                 image = image.run_commands(f"mkdir -p /steps && echo {i} > /steps/{i}")
             return image

@@ -43,6 +43,9 @@ struct FunctionSpec {
   image @10 :Text;                    # image id; empty: the default image
   env @11 :List(Common.KeyValue);    # in order, later wins; key "@secret:NAME" (value NAME): the
                                       # named secret's variables, read by the supervisor at start
+  files @12 :List(CodeFile);          # the image's copy=False files (Image.add_local_*(copy=False)):
+                                      # path = where it goes in the container, without the leading
+                                      # "/"; uploaded with putBlobs, laid over the image at start
 }
 
 struct CodeFile {
@@ -107,6 +110,10 @@ interface InputSink {
 
 interface LogReceiver {
   lines @0 (lines :List(LogLine)) -> stream;
+  end @1 () -> ();
+  # Followed streams only, once: the app has stopped and every one of its containers has ended
+  # with its output delivered (stdout and stderr read to EOF, every line sent before this call).
+  # No line follows. Receivers that predate it answer UNIMPLEMENTED, which the server ignores.
 }
 
 struct LogLine {
@@ -163,7 +170,10 @@ interface Functions {
 
   listApps @9 () -> (apps :List(AppInfo));
   stopApp @10 (name :Text) -> ();
-  appLogs @11 (name :Text, receiver :LogReceiver, follow :Bool) -> ();
+  appLogs @11 (name :Text, receiver :LogReceiver, follow :Bool) -> (willEnd :Bool);
+  # The app's recent lines, then (follow) live ones until it ends. willEnd: this server calls
+  # `receiver.end()` once the followed app has stopped and its output is all delivered; false from
+  # servers that predate `end` (their follow never ends: the client stops it).
   listContainers @12 () -> (containers :List(ContainerInfo));
   stopContainer @13 (containerId :Text) -> ();
 

@@ -1,5 +1,6 @@
 #include "actors/container_supervisor/container_supervisor.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -7,6 +8,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -26,9 +28,12 @@
 #include "actors/scheduler/scheduler_types.hpp"
 #include "runtime/binary_codec.hpp"
 #include "actors/image_builder/image_service.hpp"
+#include "fs/chunk_store.hpp"
 #include "runtime/container/oci_runtime.hpp"
 #include "runtime/container/oci_spec.hpp"
 #include "runtime/container/overlay_rootfs.hpp"
+#include "runtime/container/path_beneath.hpp"
+#include "runtime/container/process_user.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/guest/guest_frame.hpp"
 #include "runtime/guest/guest_hub.hpp"
@@ -67,9 +72,68 @@ int64_t now_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-/// The app's shipped files, written once per code id under <state>/code/<id> (read-only to
-/// containers). Concurrent supervisors may race: each writes a private temp dir and renames it;
-/// the loser's rename fails harmlessly.
+/// What a materialised directory of shipped files takes from the image below it: the mode and
+/// owner of the image's own directory at a relative path ("" is the root), if it has one.
+using directory_attributes = std::function<std::optional<struct stat>(const std::string& rel)>;
+
+/// Writes `files` (their content from the blobs table) into `dir`, once: concurrent supervisors
+/// may race, so each writes a private temp dir and renames it; the loser's rename fails
+/// harmlessly. Files keep their mode plus read for everyone, directories are 0755 owned by root
+/// (or what `attributes` says): a container's process may run as any user.
+caf::expected<std::string> materialize_files(const node_services& svc, const std::string& dir,
+                                             const std::vector<scheduler::code_file>& files,
+                                             const directory_attributes& attributes = {}) {
+  std::error_code ec;
+  if (fs::exists(dir, ec))
+    return dir;
+  auto tmp = dir + ".tmp-" + std::to_string(::getpid()) + "-"
+             + std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec)
+    return make_error(errc::storage_failure, "cannot create " + tmp + ": " + ec.message());
+  auto abandon = [&](caf::error err) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    return err;
+  };
+  for (const auto& f : files) {
+    auto blob = svc.db->get(storage::table::blobs, storage::key{}.str(f.sha256).bytes());
+    if (!blob)
+      return abandon(blob.error());
+    if (!*blob)
+      return abandon(make_error(errc::not_found, "the content of " + f.path + " is not stored"));
+    auto target = fs::path{tmp} / f.path; // paths were validated by the scheduler
+    fs::create_directories(target.parent_path(), ec);
+    std::ofstream out{target, std::ios::binary};
+    out.write((*blob)->data(), static_cast<std::streamsize>((*blob)->size()));
+    out.close();
+    if (!out)
+      return abandon(make_error(errc::storage_failure, "cannot write " + target.string()));
+    ::chmod(target.c_str(), (f.mode & 0755) | 0444);
+  }
+  std::vector<fs::path> dirs{fs::path{tmp}};
+  for (auto it = fs::recursive_directory_iterator(tmp, ec); !ec && it != fs::end(it);
+       it.increment(ec))
+    if (it->is_directory(ec) && !it->is_symlink(ec))
+      dirs.push_back(it->path());
+  for (const auto& d : dirs) {
+    auto rel = d.lexically_relative(tmp).generic_string();
+    auto image_dir = attributes ? attributes(rel == "." ? "" : rel) : std::nullopt;
+    bool set = image_dir ? ::chmod(d.c_str(), image_dir->st_mode & 07777) == 0
+                             && ::lchown(d.c_str(), image_dir->st_uid, image_dir->st_gid) == 0
+                         : ::chmod(d.c_str(), 0755) == 0;
+    if (!set)
+      return abandon(make_error(errc::storage_failure, "cannot set the mode of " + d.string()
+                                                         + ": " + std::strerror(errno)));
+  }
+  if (::rename(tmp.c_str(), dir.c_str()) != 0)
+    fs::remove_all(tmp, ec); // another supervisor won the race
+  return dir;
+}
+
+/// The app's shipped files, written once per code id under <state>/code/<id> and mounted
+/// read-only at /shoal/code.
 caf::expected<std::string> materialize_code(const node_services& svc, const std::string& code_id) {
   auto dir = svc.state_dir + "/code/" + code_id;
   std::error_code ec;
@@ -83,30 +147,38 @@ caf::expected<std::string> materialize_code(const node_services& svc, const std:
   std::vector<scheduler::code_file> files;
   if (auto err = decode_record(**manifest_bytes, record_version, files))
     return err;
-  auto tmp = dir + ".tmp-" + std::to_string(::getpid()) + "-"
-             + std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec)
-    return make_error(errc::storage_failure, "cannot create " + tmp + ": " + ec.message());
-  for (const auto& f : files) {
-    auto blob = svc.db->get(storage::table::blobs, storage::key{}.str(f.sha256).bytes());
-    if (!blob)
-      return blob.error();
-    if (!*blob)
-      return make_error(errc::not_found, "the content of " + f.path + " is not stored");
-    auto target = fs::path{tmp} / f.path; // paths were validated by the scheduler
-    fs::create_directories(target.parent_path(), ec);
-    std::ofstream out{target, std::ios::binary};
-    out.write((*blob)->data(), static_cast<std::streamsize>((*blob)->size()));
-    out.close();
-    if (!out)
-      return make_error(errc::storage_failure, "cannot write " + target.string());
-    ::chmod(target.c_str(), (f.mode & 0755) | 0444);
+  return materialize_files(svc, dir, files);
+}
+
+/// The function's copy=False files (`Image.add_local_*(copy=False)`), laid out as the paths they
+/// take in the container, written once per (image tree, files) under <state>/code/files-<key>:
+/// the top lower layer of the container's overlay, so they merge into the image's directories
+/// the way a layer does. Each directory takes the mode and owner the image gives it. A file whose
+/// parent is a symlink or a file in the image is refused (following it could leave the tree).
+caf::expected<std::string> materialize_image_files(const node_services& svc,
+                                                   const std::vector<scheduler::code_file>& files,
+                                                   const std::string& tree,
+                                                   const std::string& image_id) {
+  auto sorted = files;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.path < b.path; });
+  std::string manifest = tree + "\n";
+  for (const auto& f : sorted) {
+    manifest += f.path + '\0' + f.sha256 + '\0' + std::to_string(f.mode) + '\n';
+    if (auto placed = container::path_beneath(tree, f.path); !placed)
+      return make_error(errc::invalid_argument,
+                        "the copy=False file /" + f.path + " cannot be placed in image "
+                          + image_id + ": " + message_of(placed.error()));
   }
-  if (::rename(tmp.c_str(), dir.c_str()) != 0)
-    fs::remove_all(tmp, ec); // another supervisor won the race
-  return dir;
+  auto dir = svc.state_dir + "/code/files-" + shoal::fs::hash_chunk(manifest).hex().substr(0, 32);
+  return materialize_files(svc, dir, sorted, [&tree](const std::string& rel) {
+    std::optional<struct stat> out;
+    auto host = container::path_beneath(tree, rel);
+    struct stat st;
+    if (host && ::lstat(host->c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+      out = st;
+    return out;
+  });
 }
 
 output_status from_guest(guest::output_status s) {
@@ -161,6 +233,8 @@ struct container_resources {
   std::string guest_dir;
   std::optional<container::overlay_rootfs> rootfs;
   bool started = false; ///< crun started (the shim runs)
+  /// The image's ENTRYPOINT (empty: none), named when the container ends before its guest did.
+  std::vector<std::string> entrypoint;
   pid_t shim_pid = -1;
   pid_t init_pid = -1;  ///< the container's pid 1 on the host, for SIGKILL without forking crun
   std::thread waiter;
@@ -226,6 +300,8 @@ void release_resources(resources_ptr res, const node_services* svc, std::string 
   }
   if (res->waiter.joinable())
     res->waiter.join();
+  // The readers end at EOF, having sent every line: the container's output is all in the
+  // scheduler's mailbox before its exited_atom, which is what ends the app's log streams.
   for (auto& t : res->log_readers)
     if (t.joinable())
       t.join();
@@ -277,6 +353,14 @@ void finish(self_ptr self, bool oom_killed) {
     exit.reason = "killed for exceeding its memory limit";
   else
     exit.reason = status.describe();
+  if (!st.was_ready && st.boot_error.empty() && st.fatal.empty() && !st.res->entrypoint.empty()
+      && !st.stop_requested) {
+    std::string argv;
+    for (const auto& a : st.res->entrypoint)
+      argv += (argv.empty() ? "" : " ") + a;
+    exit.reason += " before the function runner started: the image's ENTRYPOINT (" + argv
+                   + ") must run the command it is given, e.g. end it with exec \"$@\"";
+  }
   st.lifecycle = exit.requested || status.success() ? "stopped" : "crashed";
   log::info("container_ended")
     .kv("container_id", st.cfg.container_id)
@@ -356,6 +440,17 @@ void boot(resources_ptr res, supervisor_config cfg, impl_actor supervisor) {
                            "or /usr/local/bin/python3); build the function's image on "
                            "Image.debian_slim() or add .apt_install(\"python3\", "
                            "\"python3-cloudpickle\")"));
+  // The guest socket's directory, whatever shoald's umask: the guest may run as any user (the
+  // socket itself is 0666, guest_hub_config::socket_mode).
+  (void) ::chmod(res->guest_dir.c_str(), 0755); // if it fails, the guest says why it cannot connect
+  // The image's USER, resolved against the image's own /etc/passwd and /etc/group.
+  auto user = container::resolve_process_user_in(record->config.user, *image);
+  if (!user)
+    return fail(make_error(errc::invalid_argument,
+                           "image " + record->id + " runs as USER '" + record->config.user
+                             + "': " + message_of(user.error())
+                             + "; create it in an earlier step (RUN useradd ...) or give a "
+                               "numeric uid[:gid]"));
   std::string code_dir;
   if (!fn.code_id.empty()) {
     auto dir = materialize_code(*svc, fn.code_id);
@@ -363,12 +458,19 @@ void boot(resources_ptr res, supervisor_config cfg, impl_actor supervisor) {
       return fail(dir.error());
     code_dir = *dir;
   }
+  std::vector<std::string> lower_dirs{*image};
+  if (!fn.files.empty()) {
+    auto dir = materialize_image_files(*svc, fn.files, *image, record->id);
+    if (!dir)
+      return fail(dir.error());
+    lower_dirs.insert(lower_dirs.begin(), *dir);
+  }
   res->bundle = svc->state_dir + "/containers/" + id;
   fs::create_directories(res->bundle, ec);
   if (ec)
     return fail(make_error(errc::storage_failure,
                            "cannot create " + res->bundle + ": " + ec.message()));
-  auto rootfs = container::overlay_rootfs::mount(*image, res->bundle);
+  auto rootfs = container::overlay_rootfs::mount(lower_dirs, res->bundle);
   if (!rootfs)
     return fail(rootfs.error());
   res->rootfs.emplace(std::move(*rootfs));
@@ -376,17 +478,38 @@ void boot(resources_ptr res, supervisor_config cfg, impl_actor supervisor) {
   container::container_spec spec;
   spec.id = id;
   spec.hostname = id;
-  spec.args = {record->python, "-m", "shoal._guest"};
+  // The image's ENTRYPOINT wraps the guest (`exec "$@"` runs it); CMD is not used for functions.
+  res->entrypoint = record->config.entrypoint;
+  spec.args = record->config.entrypoint;
+  spec.args.insert(spec.args.end(), {record->python, "-m", "shoal._guest"});
+  spec.uid = user->uid;
+  spec.gid = user->gid;
+  spec.additional_gids = user->additional_gids;
   spec.cwd = record->config.workdir.empty() ? "/" : record->config.workdir;
+  // WORKDIR and HOME are made in this container's overlay upper when the image lacks them, never
+  // through a symlink of the image (that would resolve on the host). One that leads through a
+  // symlink is left as it is: crun resolves the working directory inside the container.
   if (!record->config.workdir.empty())
-    fs::create_directories(res->rootfs->rootfs() + record->config.workdir, ec);
+    if (auto err = container::make_directory_beneath(res->rootfs->rootfs(), record->config.workdir))
+      system_log(cfg.scheduler, id, "WORKDIR " + record->config.workdir + " not made here: "
+                                      + message_of(err));
+  // HOME: root's is /root; another user's is its passwd home (owned by the user, 0700, when made
+  // here), or /tmp for a uid passwd does not know.
+  std::string home = "/root";
+  if (!user->is_root()) {
+    home = user->name.empty() || user->home == "/" ? "/tmp" : user->home;
+    if (home != "/tmp")
+      if (auto err = container::make_directory_beneath(res->rootfs->rootfs(), home, 0700,
+                                                       user->uid, user->gid))
+        system_log(cfg.scheduler, id, "HOME " + home + " not made here: " + message_of(err));
+  }
   std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   for (const auto& [k, v] : record->config.env)
     if (k == "PATH")
       path = v;
   spec.env = {
     "PATH=" + path,
-    "HOME=/root",
+    "HOME=" + home,
     "PYTHONUNBUFFERED=1",
     "PYTHONDONTWRITEBYTECODE=1",
     "PYTHONPATH=/shoal/sdk:/root",

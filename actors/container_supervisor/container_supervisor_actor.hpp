@@ -10,7 +10,9 @@
 ///        │                 │                                       ▲
 ///        └──crash/FATAL────┴──────crash / OOM / input timeout──────┴──► crashed
 ///
-/// Exactly one `exited_atom` reaches the scheduler per container, after cleanup.
+/// Exactly one `exited_atom` reaches the scheduler per container, after cleanup and after every
+/// `log_atom` of the container (its stdout and stderr are read to EOF first): the scheduler ends
+/// an app's log streams on the exits of its containers.
 
 #include <cstdint>
 #include <string>

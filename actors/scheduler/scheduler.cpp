@@ -38,6 +38,9 @@ using impl_actor = scheduler_actor::extend<caf::reacts_to<tick_atom>,
                                            caf::reacts_to<expire_atom, std::string, uint64_t>>;
 
 constexpr uint8_t record_version = 1;
+/// Function records (table::functions) only: version 2 added `function_def::files`; version 1
+/// records are still read.
+constexpr uint8_t function_record_version = 2;
 constexpr auto write_deadline = seconds(30);
 
 int64_t now_ms() {
@@ -197,6 +200,26 @@ bool valid_code_path(const std::string& path) {
   return true;
 }
 
+/// Files a function ships with its image (copy=False): confined paths whose content was
+/// uploaded. invalid_argument naming the first that is not.
+caf::error check_files(const storage::store& db, const function_def& fn) {
+  for (const auto& f : fn.files) {
+    if (!valid_code_path(f.path))
+      return make_error(errc::invalid_argument,
+                        "function " + fn.name + ": the file path '" + f.path
+                          + "' must be relative (the container path without its leading '/'), "
+                            "without '..' or empty parts");
+    auto blob = db.get(table::blobs, key{}.str(f.sha256).bytes());
+    if (!blob)
+      return blob.error();
+    if (!*blob)
+      return make_error(errc::invalid_argument,
+                        "function " + fn.name + ": the content of /" + f.path + " (sha256 "
+                          + f.sha256 + ") was not uploaded; call putBlobs first");
+  }
+  return {};
+}
+
 class scheduler_logic {
 public:
   explicit scheduler_logic(self_ptr self) : self_(self), st_(self->state) {}
@@ -207,7 +230,9 @@ public:
     auto& db = *st_.db;
     auto err = db.scan(table::functions, {}, [&](std::string_view, std::string_view v) {
       function_def def;
-      if (auto e = decode_record(v, record_version, def)) {
+      function_def_v1 v1{def};
+      bool old = !v.empty() && static_cast<uint8_t>(v[0]) == 1;
+      if (auto e = old ? decode_record(v, 1, v1) : decode_record(v, function_record_version, def)) {
         log::error("scheduler_reload_skipped").kv("what", "function").kv("error", message_of(e));
         return true;
       }
@@ -329,6 +354,9 @@ public:
         return make_error(errc::invalid_argument,
                           fn.name.empty() ? "a function needs a name"
                                           : "the app defines '" + fn.name + "' twice");
+    for (const auto& fn : req.functions)
+      if (auto err = check_files(*st_.db, fn))
+        return err;
     // Code blobs must have been uploaded.
     for (const auto& f : req.code) {
       auto blob = st_.db->get(table::blobs, key{}.str(f.sha256).bytes());
@@ -372,7 +400,7 @@ public:
       fn.code_id = info.code_id;
       info.function_names.push_back(fn.name);
       entry.function_ids.push_back(fn.function_id);
-      batch.put(table::functions, key{}.str(fn.function_id).bytes(), encode_record(record_version, fn));
+      batch.put(table::functions, key{}.str(fn.function_id).bytes(), encode_record(function_record_version, fn));
       out.functions.push_back(fn);
       st_.functions.emplace(fn.function_id, function_state{fn});
     }
@@ -442,6 +470,7 @@ public:
           stop_container(c);
     }
     log::info("app_stopped").kv("app_id", app_id).kv("name", app.info.name).kv("why", why);
+    end_logs_if_done(app_id); // an app without containers has nothing more to say
   }
 
   /// An app by id, else the deployed app of that name, else the newest running app of that name.
@@ -980,6 +1009,7 @@ public:
                                        in.attempt - 1});
       }
     }
+    end_logs_if_done(fs.def.app_id);
     pump(function_id);
     // A slot is free on the node: functions waiting for capacity may start a container now.
     for (auto& [fid, other] : st_.functions)
@@ -1049,16 +1079,19 @@ public:
       else if (field == "cpu_millis") def.cpu_millis = spec.cpu_millis;
       else if (field == "memory_mb") def.memory_mb = spec.memory_mb;
       else if (field == "image") def.image = spec.image;
+      else if (field == "files") def.files = spec.files;
       else if (field == "env") def.env = spec.env;
       else if (field != "name" && field != "is_class")
         return make_error(errc::invalid_argument,
                           "'" + field + "' cannot be changed on a derived function");
     }
+    if (auto err = check_files(*st_.db, def))
+      return err;
     app.function_ids.push_back(def.function_id);
     app.info.function_names.push_back(def.name);
     st_.functions.emplace(def.function_id, function_state{def});
     storage::write_batch batch;
-    batch.put(table::functions, key{}.str(def.function_id).bytes(), encode_record(record_version, def));
+    batch.put(table::functions, key{}.str(def.function_id).bytes(), encode_record(function_record_version, def));
     batch.put(table::apps, key{}.str(app.info.app_id).bytes(), encode_record(record_version, app.info));
     log::info("function_derived").kv("app", app.info.name).kv("name", def.name).kv("from", base->second.def.name);
     auto rp = self_->make_response_promise<function_def>();
@@ -1232,9 +1265,38 @@ public:
     auto& app = st_.apps[*app_id];
     if (!app.recent_logs.empty())
       sink->lines({app.recent_logs.begin(), app.recent_logs.end()});
-    if (follow)
+    if (follow) {
       app.followers.push_back(std::move(sink));
+      end_logs_if_done(*app_id);
+    }
     return caf::unit;
+  }
+
+  /// True once an app can produce no more output: it is stopped and none of its containers is
+  /// left. A container leaves `containers` on its `exited_atom`, which its supervisor sends after
+  /// the container's stdout and stderr were read to EOF and every line was sent here (the same
+  /// mailbox, earlier), so by then every line of the app has reached `on_log`.
+  bool output_done(const std::string& app_id) const {
+    auto a = st_.apps.find(app_id);
+    if (a == st_.apps.end() || a->second.info.state != "stopped")
+      return false;
+    for (const auto& [cid, c] : st_.containers)
+      if (st_.functions.at(c.function_id).def.app_id == app_id)
+        return false;
+    return true;
+  }
+
+  /// Ends the followed log streams of an app whose output is done (`log_sink::end`).
+  void end_logs_if_done(const std::string& app_id) {
+    auto a = st_.apps.find(app_id);
+    if (a == st_.apps.end() || a->second.followers.empty() || !output_done(app_id))
+      return;
+    auto followers = std::move(a->second.followers);
+    a->second.followers.clear();
+    for (auto& sink : followers)
+      if (sink->alive())
+        sink->end();
+    log::debug("app_logs_ended").kv("app_id", app_id).kv("followers", followers.size());
   }
 
   caf::result<std::vector<std::string>> missing(const std::vector<std::string>& hashes) {

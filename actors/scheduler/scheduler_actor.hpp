@@ -77,7 +77,9 @@ using scheduler_actor = caf::typed_actor<
   /// Content-addressed code: which of these sha256 are unknown; store blobs (durable).
   caf::replies_to<missing_atom, std::vector<std::string>>::with<std::vector<std::string>>,
   caf::replies_to<put_blobs_atom, std::vector<std::pair<std::string, std::string>>>::with<void>,
-  /// environment, app name, sink, follow: recent log lines, then live ones while `follow`.
+  /// environment, app name, sink, follow: recent log lines, then live ones while `follow`, then
+  /// the sink's `end()` once the app is stopped and all its containers exited (each container's
+  /// last lines come before its exit, so none is lost).
   caf::replies_to<logs_atom, std::string, std::string, log_sink_ptr, bool>::with<void>,
   caf::replies_to<containers_atom>::with<std::vector<container_summary>>,
   caf::replies_to<stop_ct_atom, std::string>::with<void>,

@@ -109,6 +109,8 @@ function_def from_wire(wire::FunctionSpec::Reader s) {
   f.image = s.getImage();
   for (auto kv : s.getEnv())
     f.env.emplace_back(kv.getKey(), kv.getValue());
+  for (auto c : s.getFiles())
+    f.files.push_back(code_file{c.getPath(), c.getSha256(), c.getMode()});
   return f;
 }
 
@@ -179,6 +181,12 @@ public:
     tasks_.add(req.send());
   }
 
+  /// After the last `lines`: calls on one capability arrive in the order they were sent.
+  void end() {
+    if (!broken_)
+      tasks_.add(receiver_.endRequest().send().ignoreResult());
+  }
+
   bool broken() const noexcept { return broken_; }
 
   /// Resolves once every batch sent so far has been delivered.
@@ -192,11 +200,14 @@ private:
   bool broken_ = false;
 };
 
+/// CAF side of a log stream; like kj_output_sink, it reaches the relay only inside kj tasks.
 class kj_log_sink final : public log_sink {
 public:
-  kj_log_sink(std::shared_ptr<kj_mailbox> mailbox, std::weak_ptr<log_relay> relay,
+  kj_log_sink(std::shared_ptr<kj_mailbox> mailbox, std::weak_ptr<functions_env> env,
+              std::weak_ptr<log_relay> relay, uint64_t relay_id,
               std::shared_ptr<std::atomic<bool>> alive)
-    : mailbox_(std::move(mailbox)), relay_(std::move(relay)), alive_(std::move(alive)) {}
+    : mailbox_(std::move(mailbox)), env_(std::move(env)), relay_(std::move(relay)),
+      relay_id_(relay_id), alive_(std::move(alive)) {}
 
   void lines(std::vector<log_line> batch) override {
     mailbox_->post([relay = relay_, alive = alive_, batch = std::move(batch)] {
@@ -208,11 +219,15 @@ public:
     });
   }
 
+  void end() override;
+
   bool alive() const override { return *alive_; }
 
 private:
   std::shared_ptr<kj_mailbox> mailbox_;
+  std::weak_ptr<functions_env> env_;
   std::weak_ptr<log_relay> relay_;
+  uint64_t relay_id_;
   std::shared_ptr<std::atomic<bool>> alive_;
 };
 
@@ -240,6 +255,14 @@ struct functions_env final : private kj::TaskSet::ErrorHandler {
     cleanup.add(r->second->drained().then([this, id] { outputs.erase(id); }));
   }
 
+  /// Forgets a log relay once what was sent through it (`end` included) has been delivered.
+  void finish_logs(uint64_t id) {
+    auto r = logs.find(id);
+    if (r == logs.end())
+      return;
+    cleanup.add(r->second->drained().then([this, id] { logs.erase(id); }));
+  }
+
   void taskFailed(kj::Exception&& ex) override {
     log::debug("functions_cleanup_failed").kv("error", ex.getDescription().cStr());
   }
@@ -264,6 +287,16 @@ void kj_output_sink::done() {
   mailbox_->post([env = env_, id = relay_id_] {
     if (auto e = env.lock())
       e->finish_outputs(id);
+  });
+}
+
+void kj_log_sink::end() {
+  *alive_ = false;
+  mailbox_->post([env = env_, relay = relay_, id = relay_id_] {
+    if (auto r = relay.lock())
+      r->end();
+    if (auto e = env.lock())
+      e->finish_logs(id);
   });
 }
 
@@ -495,17 +528,18 @@ public:
     auto relay_id = env_->next_relay++;
     env_->logs[relay_id] = relay;
     auto alive = std::make_shared<std::atomic<bool>>(true);
-    log_sink_ptr sink = std::make_shared<kj_log_sink>(env_->ctx.mailbox, relay, alive);
+    log_sink_ptr sink
+      = std::make_shared<kj_log_sink>(env_->ctx.mailbox, env_, relay, relay_id, alive);
     auto env = env_;
     return env_->ask<void>(logs_atom::value, env_->environment, name, sink, follow)
-      .then([env, relay_id, follow, alive] {
+      .then([env, relay_id, follow, alive, ctx]() mutable {
+        // A followed stream ends with `end()` (kj_log_sink::end) when the app's output is done.
+        ctx.getResults().setWillEnd(follow);
         if (follow)
           return;
         // A one-shot read: the backlog was posted before the reply; drop the relay once sent.
         *alive = false;
-        auto r = env->logs.find(relay_id);
-        if (r != env->logs.end())
-          env->cleanup.add(r->second->drained().then([env, relay_id] { env->logs.erase(relay_id); }));
+        env->finish_logs(relay_id);
       })
       .attach(kj::mv(pass));
   }

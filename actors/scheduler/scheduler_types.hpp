@@ -27,6 +27,18 @@ enum class output_status : uint8_t {
 
 enum class app_mode : uint8_t { ephemeral = 0, detached = 1, deployed = 2 };
 
+/// One shipped file: its content is the blob `sha256` (uploaded with putBlobs).
+struct code_file {
+  std::string path; ///< relative, normalised, confined (the scheduler checks it)
+  std::string sha256;
+  uint32_t mode = 0644;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, code_file& x) {
+  return f(caf::meta::type_name("code_file"), x.path, x.sha256, x.mode);
+}
+
 struct function_def {
   std::string function_id;   ///< "fu-<hex>", assigned by the scheduler
   std::string app_id;
@@ -51,6 +63,10 @@ struct function_def {
   std::string image;
   std::vector<std::pair<std::string, std::string>> env;
   std::string code_id;       ///< content hash of the app's code manifest ("" = no code)
+  /// The image's copy=False files (`Image.add_local_*(copy=False)`): `path` is where the file
+  /// goes in the container, without the leading '/'. Not part of the image id; the supervisor
+  /// lays them over the image when a container starts.
+  std::vector<code_file> files;
 };
 
 template <class Inspector>
@@ -60,18 +76,23 @@ typename Inspector::result_type inspect(Inspector& f, function_def& x) {
            x.max_retries, x.retry_initial_delay_ms, x.retry_backoff_coefficient,
            x.retry_max_delay_ms, x.min_containers, x.max_containers, x.buffer_containers,
            x.scaledown_window_ms, x.max_inputs, x.cpu_millis, x.memory_mb, x.image, x.env,
-           x.code_id);
+           x.code_id, x.files);
 }
 
-struct code_file {
-  std::string path;
-  std::string sha256;
-  uint32_t mode = 0644;
+/// A function record as version 1 stored it (before `files`): reading old state dirs.
+struct function_def_v1 {
+  function_def& def;
 };
 
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, code_file& x) {
-  return f(caf::meta::type_name("code_file"), x.path, x.sha256, x.mode);
+typename Inspector::result_type inspect(Inspector& f, function_def_v1& v) {
+  auto& x = v.def;
+  return f(caf::meta::type_name("function_def"), x.function_id, x.app_id, x.app_name,
+           x.environment, x.name, x.is_class, x.is_generator, x.definition, x.timeout_ms,
+           x.max_retries, x.retry_initial_delay_ms, x.retry_backoff_coefficient,
+           x.retry_max_delay_ms, x.min_containers, x.max_containers, x.buffer_containers,
+           x.scaledown_window_ms, x.max_inputs, x.cpu_millis, x.memory_mb, x.image, x.env,
+           x.code_id);
 }
 
 struct app_info {
@@ -224,6 +245,9 @@ class log_sink {
 public:
   virtual ~log_sink() = default;
   virtual void lines(std::vector<log_line> batch) = 0;
+  /// Called once on a followed sink, after its last `lines`: the app has stopped and every one of
+  /// its containers has ended with its output delivered. The scheduler forgets the sink then.
+  virtual void end() = 0;
   /// False once the receiver is gone; the scheduler then forgets the sink.
   virtual bool alive() const = 0;
 };

@@ -157,6 +157,13 @@ sc::function_spec spec_from(const py::dict& d) {
       for (auto item : env)
         f.env.push_back(item.cast<std::pair<std::string, std::string>>());
   }
+  if (d.contains("files") && !d["files"].is_none())
+    for (auto item : d["files"]) {
+      auto file = item.cast<py::dict>();
+      f.files.push_back(sc::code_file{file["path"].cast<std::string>(),
+                                      file["sha256"].cast<std::string>(),
+                                      get_or<uint32_t>(file, "mode", 0644)});
+    }
   return f;
 }
 
@@ -234,6 +241,8 @@ public:
     return py::make_tuple(lines, r.second);
   }
   void close() { stream_->close(); }
+  bool will_end() const { return stream_->will_end(); }
+  bool ended() const { return stream_->ended(); }
 
 private:
   std::unique_ptr<sc::log_stream> stream_;
@@ -994,5 +1003,9 @@ class RpcError(Exception):
 
   py::class_<log_object>(m, "LogStream")
     .def("poll", &log_object::poll, py::arg("timeout_s"))
-    .def("close", &log_object::close);
+    .def("close", &log_object::close)
+    // True: the server ends this followed stream (poll says done, `ended` is true) once the app
+    // has stopped and all of its containers' output was delivered.
+    .def_property_readonly("will_end", &log_object::will_end)
+    .def_property_readonly("ended", &log_object::ended);
 }

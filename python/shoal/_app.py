@@ -10,9 +10,11 @@ Starting an app (``_start``):
 4. ephemeral apps: a daemon thread heartbeats every :data:`HEARTBEAT_S` and a second one streams
    the app's container logs to this terminal, each line prefixed by its container id.
 
-Leaving ``app.run()`` stops an ephemeral app (a detached one keeps running) and un-hydrates the
-functions. Inside a container the same module is imported again: decorators only record what they
-decorate, and nothing connects until a function is called.
+Leaving ``app.run()`` stops an ephemeral app (a detached one keeps running), waits for shoald to
+mark the end of the app's output (every container exited, exit hooks included, and its last lines
+delivered; at most :data:`LOG_END_TIMEOUT_S`), and un-hydrates the functions. Inside a container
+the same module is imported again: decorators only record what they decorate, and nothing
+connects until a function is called.
 """
 
 from __future__ import annotations
@@ -20,22 +22,20 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from . import _mount, _options, _transport
+from . import _line_gate, _mount, _options, _transport
 from ._cls import Cls, constructible_without_arguments, warn_legacy_hooks
 from ._functions import Function, _Handle
 from .exception import ConnectionError, InternalError, InvalidError
 
 HEARTBEAT_S = 10.0
 LOG_POLL_S = 0.25
-#: After the app's work is done, wait until no log line came for LOG_DRAIN_QUIET_S (at least that
-#: long, at most LOG_DRAIN_MAX_S): the last prints of a function may arrive after its result.
-LOG_DRAIN_QUIET_S = 0.3
-LOG_DRAIN_MAX_S = 1.5
+#: After stopping an ephemeral app, how long to wait for shoald to end its log stream (its
+#: containers get a 5 s grace period to finish their inputs and exit hooks before they are killed).
+LOG_END_TIMEOUT_S = 10.0
 CHECK = "✓"
 
 
@@ -72,7 +72,10 @@ class _Running:
         self.stop = threading.Event()
         self.threads: List[threading.Thread] = []
         self.log_stream: Any = None
-        self.last_log_at = time.monotonic()
+        #: Undoes the line gate on sys.stdout/sys.stderr (``_line_gate``) once the logs stop.
+        self.ungate: Any = None
+        #: Set by the log thread when it stops: the stream ended (or broke), every line is printed.
+        self.logs_done = threading.Event()
 
 
 class _RunContext:
@@ -451,7 +454,10 @@ class App:
         if mode == "ephemeral":
             self._thread(running, self._heartbeat, "shoal-heartbeat")
         if show_progress:
-            self._thread(running, self._stream_logs, "shoal-logs")
+            running.log_stream = self._open_logs(running)
+            if running.log_stream is not None:
+                running.ungate = _line_gate.install()
+                self._thread(running, self._stream_logs, "shoal-logs")
         return info
 
     def _build_images(self, connection: Any, handles: List[_Handle], show_progress: bool) -> str:
@@ -476,6 +482,13 @@ class App:
             return ""  # an older native extension: functions run in the server's default root fs
         for key, image in images.items():
             image._build(connection, show_progress=show_progress, output=_say, used_by=users[key])
+            # copy=False files: read and uploaded at every start (never part of the image).
+            shipped = image._ship_local_files(connection)
+            if shipped is not None and show_progress:
+                count = len(shipped.new) + len(shipped.cached)
+                _say(f"{CHECK} Added {count} local file{'s' if count != 1 else ''} ({len(shipped.new)} new, "
+                     f"{len(shipped.cached)} cached) for {', '.join(users[key])}, not built into the image "
+                     f"(copy=False): {'; '.join(f.label for f in image._local_files)}")
         if not default_users:
             return ""
         return _image.default_image()._build(
@@ -510,21 +523,26 @@ class App:
                     warned = True
 
     @staticmethod
-    def _stream_logs(running: _Running) -> None:
+    def _open_logs(running: _Running) -> Any:
+        """Follows the app's logs (before any function runs, so no line is missed); None when
+        shoald refuses."""
         name = running.info.get("name") or ""
         try:
-            stream = running.transport.connection.app_logs(name, True)
+            return running.transport.connection.app_logs(name, True)
         except Exception as e:  # noqa: BLE001 - logs are a convenience
             _say(f"shoal: cannot stream the logs of {name}: {e}")
-            return
-        running.log_stream = stream
+            return None
+
+    @staticmethod
+    def _stream_logs(running: _Running) -> None:
+        name = running.info.get("name") or ""
+        stream = running.log_stream
         try:
-            while not running.stop.is_set():
+            while True:
                 lines, done = stream.poll(LOG_POLL_S)
                 if lines:
-                    running.last_log_at = time.monotonic()
                     print_log_lines(lines)
-                if done:
+                if done or running.stop.is_set():
                     return
         except ConnectionError:
             return
@@ -532,31 +550,41 @@ class App:
             if not running.stop.is_set():
                 _say(f"shoal: stopped streaming the logs of {name}: {e}")
         finally:
+            running.logs_done.set()
             try:
                 stream.close()
             except Exception:  # noqa: BLE001
                 pass
+
+    @staticmethod
+    def _wait_for_last_lines(running: _Running) -> None:
+        """After the app was stopped: waits until shoald ends the log stream, which it does once
+        every container of the app has exited and its stdout and stderr were delivered to the end
+        (lines printed by exit hooks, or after a function returned, included)."""
+        stream = running.log_stream
+        if stream is None or not getattr(stream, "will_end", False):
+            return  # not streaming, or a shoald that never ends a stream: nothing to wait for
+        if not running.logs_done.wait(LOG_END_TIMEOUT_S):
+            name = running.info.get("name")
+            _say(
+                f"shoal: the containers of {name} did not finish their output within "
+                f"{LOG_END_TIMEOUT_S:g} s of the app stopping; `shoal app logs {name}` shows later lines"
+            )
 
     def _finish(self, *, failed: bool = False) -> None:
         running = self._running
         if running is None:
             return
         try:
-            # Let the last lines of the containers' output arrive.
-            if running.log_stream is not None:
-                began = time.monotonic()
-                while True:
-                    now = time.monotonic()
-                    quiet = now - max(running.last_log_at, began) >= LOG_DRAIN_QUIET_S
-                    if now - began >= LOG_DRAIN_MAX_S or quiet:
-                        break
-                    time.sleep(0.05)
-            running.stop.set()
             if running.mode == "ephemeral":
                 try:
                     running.remote_app.stop()
                 except Exception as e:  # noqa: BLE001 - it stops anyway when the app is dropped
                     _say(f"shoal: stopping the app {running.info.get('name')} failed: {e}")
+                else:
+                    self._wait_for_last_lines(running)
+            # A detached app keeps running: its later lines are for `shoal app logs -f`.
+            running.stop.set()
             try:
                 running.remote_app.close()
             except Exception:  # noqa: BLE001
@@ -564,6 +592,8 @@ class App:
             for thread in running.threads:
                 thread.join(timeout=2.0)
         finally:
+            if running.ungate is not None:
+                running.ungate()
             self._running = None
             for handle in self._handles():
                 handle.dehydrate()
@@ -584,10 +614,10 @@ def print_log_lines(lines: List[Dict[str, Any]]) -> None:
         text = str(line.get("text", "")).rstrip("\n")
         prefix = f"[{line.get('container_id') or 'shoal'}]"
         stream = sys.stdout if int(line.get("stream") or 1) == 1 else sys.stderr
-        # One write per line, newline included: print() writes text and end separately, and this
-        # runs on the log thread while the user's code prints on the main thread.
-        stream.write("".join(f"{prefix} {part}\n" for part in (text.split("\n") if text else [""])))
-        stream.flush()
+        # Whole lines, never inside a line the user's code is printing (print() writes its
+        # arguments one by one; this runs on the log thread): see _line_gate.
+        parts = text.split("\n") if text else [""]
+        _line_gate.write_lines(stream, "".join(f"{prefix} {part}\n" for part in parts))
 
 
 class Stub(App):

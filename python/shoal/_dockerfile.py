@@ -262,9 +262,13 @@ class _Builder:
         return InvalidError(f"{self.where}: {message}")
 
     def run(self, instructions: List[Instruction]) -> Image:
+        from_allowed = self.image is None  # dockerfile_commands builds on a given image
         for ins in instructions:
             self.line = ins.line
             name = ins.name
+            if name == "FROM" and not from_allowed:
+                raise self.error("FROM is not allowed here: the commands build on the image "
+                                 "dockerfile_commands() is called on")
             if name not in SUPPORTED:
                 if name in KNOWN_UNSUPPORTED:
                     raise self.error(
@@ -514,18 +518,53 @@ def image_from_dockerfile(
     for key, value in build_args.items():
         if not isinstance(key, str) or not re.fullmatch(_NAME, key) or not isinstance(value, str):
             raise InvalidError("Image.from_dockerfile(): build_args must map ARG names to str values")
-    if ignore is None:
-        dockerignore = context / ".dockerignore"
-        patterns = dockerignore.read_text(encoding="utf-8").splitlines() if dockerignore.is_file() else []
-        matcher = ignore_matcher(patterns)
-    elif callable(ignore):
-        matcher = lambda rel: bool(ignore(Path(rel)))  # noqa: E731
-    elif isinstance(ignore, (list, tuple)) and all(isinstance(p, str) for p in ignore):
-        matcher = ignore_matcher(list(ignore))
-    else:
-        raise InvalidError("Image.from_dockerfile(): ignore= must be a list of patterns or a callable(Path) -> bool")
+    matcher = _context_matcher("Image.from_dockerfile()", context, ignore)
     builder = _Builder(path, context, build_args, force_build, secrets, matcher)
     return builder.run(parse(text, path.name))
 
 
-__all__ = ["Instruction", "expand", "image_from_dockerfile", "parse", "words"]
+def _context_matcher(caller: str, context: Path, ignore: Any) -> Callable[[str], bool]:
+    """What COPY and ADD leave out: ``ignore=`` patterns or callable, else the context's
+    ``.dockerignore``."""
+    if ignore is None:
+        dockerignore = context / ".dockerignore"
+        patterns = dockerignore.read_text(encoding="utf-8").splitlines() if dockerignore.is_file() else []
+        return ignore_matcher(patterns)
+    if callable(ignore):
+        return lambda rel: bool(ignore(Path(rel)))
+    if isinstance(ignore, (list, tuple)) and all(isinstance(p, str) for p in ignore):
+        return ignore_matcher(list(ignore))
+    raise InvalidError(f"{caller}: ignore= must be a list of patterns or a callable(Path) -> bool")
+
+
+def image_with_commands(
+    base: Image,
+    commands: List[str],
+    context_dir: Optional[Path],
+    *,
+    force_build: bool = False,
+    secrets: Sequence[Any] = (),
+    ignore: Any = None,
+) -> Image:
+    """``Image.dockerfile_commands``: Dockerfile instructions (all but FROM) on top of ``base``,
+    labelled ``dockerfile_commands:N ...``; COPY and ADD read from ``context_dir`` (default: the
+    current directory)."""
+    caller = "Image.dockerfile_commands()"
+    context = (Path(context_dir).expanduser() if context_dir is not None else Path.cwd()).resolve()
+    if not context.is_dir():
+        raise InvalidError(f"{caller}: the build context {context} is not a directory")
+    builder = _Builder(Path("dockerfile_commands"), context, {}, force_build, secrets,
+                       _context_matcher(caller, context, ignore))
+    builder.image = base
+    # Variables and WORKDIR as the base image set them, for $VAR and relative COPY destinations.
+    for step in base._steps:
+        if step.kind == "workdir" and step.args:
+            builder.workdir = step.args[0]
+        elif step.kind == "env":
+            for pair in step.args:
+                key, _, value = pair.partition("=")
+                builder.env[key] = value
+    return builder.run(parse("\n".join(commands), "dockerfile_commands"))
+
+
+__all__ = ["Instruction", "expand", "image_from_dockerfile", "image_with_commands", "parse", "words"]

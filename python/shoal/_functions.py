@@ -649,7 +649,7 @@ _SPEC_KEYS = {
     "max_inputs": ("max_inputs",),
     "cpu": ("cpu_millis",),
     "memory": ("memory_mb",),
-    "image": ("image",),
+    "image": ("image", "files"),
     "secrets": ("env",),
     "env": ("env",),
 }

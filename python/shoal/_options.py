@@ -12,7 +12,7 @@ import hashlib
 import math
 import numbers
 import warnings
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .exception import InvalidError
 
@@ -172,6 +172,7 @@ class Options:
             "memory_mb": self.memory or 0,
             "image": _image_id(self.image) or "",
             "env": env,
+            "files": _image_files(self.image),
         }
         return spec
 
@@ -205,6 +206,12 @@ def _image_id(image: Any) -> Optional[str]:
         return image
     getter = getattr(image, "_shoal_image_id", None)
     return getter() if callable(getter) else None
+
+
+def _image_files(image: Any) -> List[Dict[str, Any]]:
+    """The image's ``copy=False`` files as uploaded at app start (``FunctionSpec.files``)."""
+    getter = getattr(image, "_shoal_files", None)
+    return getter() if callable(getter) else []
 
 
 def _secret_env(secret: Any) -> Optional[Dict[str, str]]:

@@ -5,8 +5,8 @@
         shoal.Image.debian_slim()
         .apt_install("curl")
         .pip_install("numpy==2.1.3")
-        .add_local_dir("./assets", "/assets")
         .env({"MODE": "prod"})
+        .add_local_dir("./assets", "/assets")   # copy=False: added at container start, last
     )
 
     @app.function(image=image)
@@ -22,6 +22,11 @@ after it. The build prints, per step, whether it was cached and why it (re)built
 Declaring is cheap and has no side effects: local files are read and archived, and functions
 pickled, when the image is built (``App._start``). Inside a container the module is imported again
 and the same declarations run without reading anything (the files are not there).
+
+``add_local_*(copy=False)`` (the default, as in Modal) is not a step: its files are kept beside the
+steps (``Image._local_files``), left out of the image id, read and uploaded at every app start like
+the app's own code (:mod:`shoal._mount`), and sent as each function's ``FunctionSpec.files``; the
+container supervisor lays them over the image. No build step may follow them.
 """
 
 from __future__ import annotations
@@ -399,6 +404,46 @@ class _Step:
         }
 
 
+class _LocalFiles:
+    """An ``add_local_*(copy=False)`` entry: files that are NOT part of the image. They are read
+    when the app starts, uploaded like the app's own code (:mod:`shoal._mount`), and laid over the
+    image in each of the function's containers, so editing them never rebuilds the image.
+    ``entries`` (lazy) returns the archive paths (the container path without its leading '/')
+    and their local sources."""
+
+    __slots__ = ("caller", "label", "short", "entries")
+
+    def __init__(self, caller: str, label: str, short: str, entries: Callable[[], "Entries"]):
+        self.caller = caller
+        self.label = label
+        self.short = short
+        self.entries = entries
+
+    def files(self) -> List[Any]:
+        """The regular files, read now (a symlink is read through; directories, sockets and
+        dangling links are left out)."""
+        from ._mount import CodeFile  # noqa: PLC0415
+
+        out = []
+        for path, source in sorted(self.entries().items()):
+            if isinstance(source, _Member):
+                if source.info.type != tarfile.REGTYPE:
+                    continue
+                data, mode = source.data, source.info.mode & 0o7777
+            else:
+                try:
+                    st = os.stat(source)
+                    if not stat.S_ISREG(st.st_mode):
+                        continue
+                    data, mode = Path(source).read_bytes(), stat.S_IMODE(st.st_mode)
+                except OSError as e:
+                    if isinstance(e, FileNotFoundError) and os.path.islink(source):
+                        continue  # a dangling symlink
+                    raise InvalidError(f"{self.caller}: cannot read {source}: {e.strerror}") from None
+            out.append(CodeFile(path, data, mode or 0o644, hashlib.sha256(data).hexdigest()))
+        return out
+
+
 # --- the native image service -----------------------------------------------------------------------
 
 
@@ -582,16 +627,30 @@ class Image:
         )
 
     @classmethod
-    def _new(cls, steps: Tuple[_Step, ...]) -> "Image":
+    def _new(cls, steps: Tuple[_Step, ...], local_files: Tuple[_LocalFiles, ...] = ()) -> "Image":
         image = object.__new__(cls)
         image._steps = tuple(steps)
+        image._local_files = tuple(local_files)
         image._built = {}
         image._last_id = None
+        image._files_wire = None
         image._import_errors = []
         return image
 
     def _then(self, step: _Step) -> "Image":
+        if self._local_files:
+            last = self._local_files[-1]
+            raise InvalidError(
+                f"{step.label}: this build step comes after {last.caller} with copy=False "
+                f"({last.label}), whose files are added when a container starts and are not part "
+                f"of the image, so no build step can see them. Pass copy=True to {last.caller} to "
+                "build the files into an image layer, or move the copy=False call after the last "
+                "build step"
+            )
         return Image._new(self._steps + (step,))
+
+    def _then_local_files(self, entry: _LocalFiles) -> "Image":
+        return Image._new(self._steps, self._local_files + (entry,))
 
     # --- bases ---
 
@@ -778,9 +837,13 @@ class Image:
         return self._then(_Step("run_function", [], label=f"run_function {name}", short=f"run_function {name}",
                                 force_build=force_build, secrets=secrets, resolver=resolve))
 
-    def add_local_file(self, local_path: PathLike, remote_path: str, *, copy: bool = True) -> "Image":
-        """Copies a local file into the image at ``remote_path`` (absolute; ending with ``/``:
-        into that directory). ``copy=False`` is accepted and is a layer too."""
+    def add_local_file(self, local_path: PathLike, remote_path: str, *, copy: bool = False) -> "Image":
+        """Puts a local file at ``remote_path`` (absolute; ending with ``/``: into that directory).
+
+        ``copy=False`` (the default, as in Modal): the file is not part of the image; it is read
+        and uploaded when the app starts and added to each of the function's containers, so
+        editing it never rebuilds the image. No build step may follow. ``copy=True``: the file is
+        copied into an image layer (later build steps see it)."""
         caller = "Image.add_local_file()"
         remote = _remote(caller, remote_path)
         local = Path(local_path).expanduser()
@@ -789,17 +852,21 @@ class Image:
         if not _in_container() and not local.is_file():
             raise InvalidError(f"{caller}: {local} is not a file")
 
-        def resolve() -> Tuple[List[str], Optional[bytes]]:
-            return ["/"], make_tar({_dest(remote): local.resolve()})
+        def entries() -> Entries:
+            return {_dest(remote): local.resolve()}
 
-        return self._then(_Step("add_files", ["/"], label=f"COPY {local_path} {remote}",
-                                short=f"add_files {remote}", resolver=resolve))
+        return self._add_local(caller, copy, entries, label=f"COPY {local_path} {remote}",
+                               short=f"add_files {remote}")
 
-    def add_local_dir(self, local_path: PathLike, remote_path: str, *, copy: bool = True,
+    def add_local_dir(self, local_path: PathLike, remote_path: str, *, copy: bool = False,
                       ignore: Any = None) -> "Image":
-        """Copies the contents of a local directory into ``remote_path`` (absolute). ``ignore``:
-        glob patterns (``["*.pyc", "**/node_modules"]``) or a callable taking each path relative
-        to ``local_path`` and returning True to leave it out. ``copy=False`` is a layer too."""
+        """Puts the contents of a local directory at ``remote_path`` (absolute). ``ignore``: glob
+        patterns (``["*.pyc", "**/node_modules"]``) or a callable taking each path relative to
+        ``local_path`` and returning True to leave it out.
+
+        ``copy=False`` (the default): added when each container starts, not part of the image (see
+        :meth:`add_local_file`; only regular files are added, empty directories are not).
+        ``copy=True``: an image layer."""
         caller = "Image.add_local_dir()"
         remote = _remote(caller, remote_path)
         local = Path(local_path).expanduser()
@@ -807,17 +874,19 @@ class Image:
             raise InvalidError(f"{caller}: {local} is not a directory")
         skip = _ignore_callable(caller, ignore)
 
-        def resolve() -> Tuple[List[str], Optional[bytes]]:
-            entries: Entries = {}
-            collect_dir(local.resolve(), _dest(remote), skip, entries)
-            return ["/"], make_tar(entries)
+        def entries() -> Entries:
+            out: Entries = {}
+            collect_dir(local.resolve(), _dest(remote), skip, out)
+            return out
 
-        return self._then(_Step("add_files", ["/"], label=f"COPY {local_path} {remote}",
-                                short=f"add_files {remote}", resolver=resolve))
+        return self._add_local(caller, copy, entries, label=f"COPY {local_path} {remote}",
+                               short=f"add_files {remote}")
 
-    def add_local_python_source(self, *module_names: str, copy: bool = True, ignore: Any = None) -> "Image":
-        """Copies local Python modules or packages (their ``.py`` files) to ``/root/<name>``, as
-        Modal does. (The app's own code is shipped automatically; this is for other code.)"""
+    def add_local_python_source(self, *module_names: str, copy: bool = False, ignore: Any = None) -> "Image":
+        """Puts local Python modules or packages (their ``.py`` files) at ``/root/<name>``, as
+        Modal does; ``/root`` is on the functions' ``PYTHONPATH``. (The app's own code is shipped
+        automatically; this is for other code.) ``copy=False`` (the default): added when each
+        container starts; ``copy=True``: an image layer."""
         caller = "Image.add_local_python_source()"
         names = _flatten(caller, module_names, "module name")
         if not names:
@@ -831,8 +900,8 @@ class Image:
             for name in names:
                 found.append(_find_module(caller, name))
 
-        def resolve() -> Tuple[List[str], Optional[bytes]]:
-            entries: Entries = {}
+        def entries() -> Entries:
+            out: Entries = {}
             for name, path, is_package in found:
                 dest = "root/" + name.replace(".", "/")
                 if is_package:
@@ -841,13 +910,22 @@ class Image:
                             return True
                         full = path / rel
                         return (not full.is_dir() and rel.suffix != ".py") or skip(rel)
-                    collect_dir(path, dest, python_only, entries)
+                    collect_dir(path, dest, python_only, out)
                 else:
-                    entries[dest + ".py"] = path
-            return ["/"], make_tar(entries)
+                    out[dest + ".py"] = path
+            return out
 
-        return self._then(_Step("add_files", ["/"], label=f"COPY python source {', '.join(names)} /root",
-                                short=f"add_python_source {','.join(names)}", resolver=resolve))
+        return self._add_local(caller, copy, entries, label=f"COPY python source {', '.join(names)} /root",
+                               short=f"add_python_source {','.join(names)}")
+
+    def _add_local(self, caller: str, copy: Any, entries: Callable[[], Entries], *, label: str,
+                   short: str) -> "Image":
+        """An ``add_files`` layer (``copy=True``) or local files added at container start."""
+        if not isinstance(copy, bool):
+            raise InvalidError(f"{caller}: copy= must be True or False, not {copy!r}")
+        if copy:
+            return self._add_entries(entries, label=label, short=short)
+        return self._then_local_files(_LocalFiles(caller, label, short + " (copy=False)", entries))
 
     def _add_entries(self, resolver: Callable[[], Entries], *, label: str, short: str,
                      force_build: bool = False) -> "Image":
@@ -858,6 +936,29 @@ class Image:
 
         return self._then(_Step("add_files", ["/"], label=label, short=short, force_build=force_build,
                                 resolver=resolve))
+
+    def dockerfile_commands(self, *dockerfile_commands: Union[str, List[str]],
+                            context_dir: Optional[PathLike] = None, secrets: Sequence[Any] = (),
+                            force_build: bool = False, ignore: Any = None, **kwargs: Any) -> "Image":
+        """Dockerfile instructions on top of this image, each a cached step as in
+        :meth:`from_dockerfile` (RUN, ENV, ARG, WORKDIR, COPY, ADD, USER, ENTRYPOINT, CMD; not
+        FROM): ``image.dockerfile_commands("RUN useradd -m app", "USER app")``. COPY and ADD read
+        from ``context_dir`` (default: the current directory)."""
+        caller = "Image.dockerfile_commands()"
+        unsupported = {k: v for k, v in kwargs.items() if v not in (None, {}, (), [])}
+        if unsupported:
+            raise InvalidError(f"{caller}: {', '.join(sorted(unsupported))}= not supported by Shoal yet")
+        commands = _flatten(caller, dockerfile_commands, "command")
+        if not commands:
+            return self
+        if _in_container():
+            return self._then(_Step("dockerfile", ["commands"], label="dockerfile_commands"))
+        from . import _dockerfile  # noqa: PLC0415
+
+        return _dockerfile.image_with_commands(
+            self, commands, Path(context_dir) if context_dir is not None else None,
+            force_build=force_build, secrets=list(secrets or ()), ignore=ignore,
+        )
 
     # --- metadata steps ---
 
@@ -911,7 +1012,7 @@ class Image:
                      force_build=last.force_build if force_build is None else (force_build or last.force_build),
                      secrets=last.secrets if secrets is None else tuple(secrets),
                      registry_auth=last.registry_auth, resolver=last._resolver)
-        return Image._new(self._steps[:-1] + (step,))
+        return Image._new(self._steps[:-1] + (step,), self._local_files)
 
     # --- imports ---
 
@@ -949,14 +1050,40 @@ class Image:
     def _shoal_image_key(self) -> str:
         """A stable digest of the declared chain (no secret values): ``with_options`` names."""
         text = "\n".join(f"{s.kind}\0{chr(1).join(s.args)}\0{s.label}" for s in self._steps)
+        text += "".join(f"\nlocal\0{f.label}" for f in self._local_files)
         return "im:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _ship_local_files(self, connection: Any) -> Optional[Any]:
+        """Reads the ``copy=False`` files now and uploads what shoald lacks, as the app's own code
+        is (:func:`shoal._mount.upload`); :meth:`_shoal_files` then lists them for the functions'
+        specs. Called at every app start, so an edited file is picked up without a build. Returns
+        the upload's stats (None when the image has no such files). Later entries win a path."""
+        if not self._local_files:
+            self._files_wire = []
+            return None
+        from . import _mount  # noqa: PLC0415
+
+        by_path: Dict[str, Any] = {}
+        for entry in self._local_files:
+            for f in entry.files():
+                by_path[f.path] = f
+        shipment = _mount.Shipment(Path("/"), [by_path[p] for p in sorted(by_path)])
+        stats = _mount.upload(connection, shipment)
+        self._files_wire = shipment.wire()
+        return stats
+
+    def _shoal_files(self) -> List[Dict[str, Any]]:
+        """The ``FunctionSpec.files`` of a function on this image (``path`` is the container
+        path without its leading '/'): what the last :meth:`_ship_local_files` uploaded (none
+        before an app using the image started)."""
+        return list(self._files_wire or [])
 
     @property
     def object_id(self) -> Optional[str]:
         return self._last_id
 
     def __repr__(self) -> str:
-        parts = [s.short for s in self._steps]
+        parts = [s.short for s in self._steps] + [f.short for f in self._local_files]
         text = " → ".join(parts)
         if len(text) > 160:
             head = " → ".join(parts[:2])

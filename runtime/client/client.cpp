@@ -1,5 +1,6 @@
 #include "runtime/client/client.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -225,6 +226,12 @@ void fill_spec(wire::FunctionSpec::Builder w, const function_spec& f) {
     env[j].setKey(f.env[j].first);
     env[j].setValue(f.env[j].second);
   }
+  auto files = w.initFiles(static_cast<unsigned>(f.files.size()));
+  for (unsigned j = 0; j < f.files.size(); ++j) {
+    files[j].setPath(f.files[j].path);
+    files[j].setSha256(f.files[j].sha256);
+    files[j].setMode(f.files[j].mode);
+  }
 }
 
 class output_receiver final : public wire::OutputReceiver::Server {
@@ -250,7 +257,8 @@ private:
 
 class log_receiver final : public wire::LogReceiver::Server {
 public:
-  explicit log_receiver(std::shared_ptr<pull_queue<log_line>> q) : queue_(std::move(q)) {}
+  log_receiver(std::shared_ptr<pull_queue<log_line>> q, std::shared_ptr<std::atomic<bool>> ended)
+    : queue_(std::move(q)), ended_(std::move(ended)) {}
   ~log_receiver() { queue_->finish(); }
 
   kj::Promise<void> lines(LinesContext ctx) override {
@@ -261,8 +269,15 @@ public:
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> end(EndContext) override {
+    *ended_ = true; // before finish: a caller that sees the stream done also sees why
+    queue_->finish();
+    return kj::READY_NOW;
+  }
+
 private:
   std::shared_ptr<pull_queue<log_line>> queue_;
+  std::shared_ptr<std::atomic<bool>> ended_;
 };
 
 struct connection::impl {
@@ -338,6 +353,9 @@ struct map_call::state {
 struct log_stream::state {
   std::shared_ptr<connection::impl> conn;
   std::shared_ptr<pull_queue<log_line>> queue;
+  bool will_end = false;
+  /// Set by the receiver on the kj thread.
+  std::shared_ptr<std::atomic<bool>> ended = std::make_shared<std::atomic<bool>>(false);
 };
 
 connection::connection(std::shared_ptr<impl> self) : impl_(std::move(self)) {}
@@ -1078,9 +1096,10 @@ std::unique_ptr<log_stream> connection::app_logs(const std::string& name, bool f
     auto req = impl_->functions(s).appLogsRequest();
     req.setName(name);
     req.setFollow(follow);
-    req.setReceiver(kj::heap<log_receiver>(st->queue));
+    req.setReceiver(kj::heap<log_receiver>(st->queue, st->ended));
     auto queue = st->queue;
-    return req.send().then([queue, follow](auto&&) {
+    return req.send().then([st, queue, follow](auto&& response) {
+      st->will_end = follow && response.getWillEnd(); // read by the caller after run() returns
       if (!follow)
         queue->finish(); // the backlog arrived before the reply (E-order)
     });
@@ -1095,6 +1114,10 @@ std::pair<std::vector<log_line>, bool> log_stream::poll(std::chrono::millisecond
 }
 
 void log_stream::close() { st_->queue->finish(); }
+
+bool log_stream::will_end() const noexcept { return st_->will_end; }
+
+bool log_stream::ended() const noexcept { return *st_->ended; }
 
 std::vector<container_info> connection::list_containers() {
   return impl_->run([&](kj_side& s) {

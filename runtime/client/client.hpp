@@ -85,6 +85,13 @@ struct output {
   uint32_t attempts = 0;
 };
 
+/// One shipped file; its content is uploaded with put_blobs first.
+struct code_file {
+  std::string path;
+  std::string sha256;
+  uint32_t mode = 0644;
+};
+
 struct function_spec {
   std::string name;
   bool is_class = false;
@@ -104,12 +111,9 @@ struct function_spec {
   uint32_t memory_mb = 0;
   std::string image;
   std::vector<std::pair<std::string, std::string>> env;
-};
-
-struct code_file {
-  std::string path;
-  std::string sha256;
-  uint32_t mode = 0644;
+  /// The image's copy=False files: `path` is where each goes in the container, without the
+  /// leading '/' (schema/functions.capnp FunctionSpec.files).
+  std::vector<code_file> files;
 };
 
 struct app_info {
@@ -325,8 +329,16 @@ private:
 class log_stream {
 public:
   ~log_stream();
+  /// Lines that arrived within `timeout`, and whether the stream is over (no line follows):
+  /// a one-shot read after its backlog, a followed stream after `ended()`, after `close()` or
+  /// when the connection is gone.
   std::pair<std::vector<log_line>, bool> poll(std::chrono::milliseconds timeout);
   void close();
+  /// A followed stream of a server that marks the end of an app's output (false: an older server,
+  /// whose follow never ends until `close()`).
+  bool will_end() const noexcept;
+  /// The server marked the end: the app stopped and every line of its containers was delivered.
+  bool ended() const noexcept;
 
   struct state;
   explicit log_stream(std::shared_ptr<state> st) : st_(std::move(st)) {}

@@ -241,6 +241,13 @@ std::string to_oci_json(const container_spec& spec) {
   w.begin_object();
   w.field("uid", uint64_t{spec.uid});
   w.field("gid", uint64_t{spec.gid});
+  if (!spec.additional_gids.empty()) {
+    w.key("additionalGids");
+    w.begin_array();
+    for (auto gid : spec.additional_gids)
+      w.value(uint64_t{gid});
+    w.end_array();
+  }
   w.end_object();
   w.string_array("args", spec.args);
   w.string_array("env", spec.env);

@@ -62,9 +62,10 @@ struct container_spec {
   /// Absolute working directory inside the container.
   std::string cwd = "/";
   std::string hostname;
-  /// uid/gid of pid 1 inside the container.
+  /// uid/gid of pid 1 inside the container, and its supplementary groups (process_user.hpp).
   uint32_t uid = 0;
   uint32_t gid = 0;
+  std::vector<uint32_t> additional_gids;
   /// In order; a destination must not be mounted over by a later entry unless intended.
   std::vector<mount_spec> mounts;
   resource_limits limits;

@@ -101,6 +101,19 @@ TEST_CASE("an OCI config parses as JSON and carries the container spec's fields"
   CHECK((st.st_mode & 0777) == 0600); // env may carry secrets
 }
 
+TEST_CASE("an OCI config runs the process as the spec's user and its supplementary groups") {
+  temp_dir tmp;
+  auto spec = sample_spec();
+  REQUIRE_FALSE(write_bundle_config(tmp.path(), spec));
+  CHECK(python_eval(tmp.sub("config.json"), "c['process']['user']") == "{'uid': 0, 'gid': 0}");
+  spec.uid = 1000;
+  spec.gid = 100;
+  spec.additional_gids = {27, 999};
+  REQUIRE_FALSE(write_bundle_config(tmp.path(), spec));
+  CHECK(python_eval(tmp.sub("config.json"), "c['process']['user']")
+        == "{'uid': 1000, 'gid': 100, 'additionalGids': [27, 999]}");
+}
+
 TEST_CASE("an OCI config without limits has no resource entries besides devices") {
   temp_dir tmp;
   auto spec = sample_spec();

@@ -56,6 +56,47 @@ def test_hello_world_runs_in_a_container_and_its_output_reaches_the_terminal(sho
     assert "✓ App completed." in result.stderr
 
 
+def test_lines_printed_while_the_app_stops_reach_the_terminal_before_it_completes(shoal, tmp_path):
+    # The end of a run's output is marked by shoald, not guessed from silence: an exit hook that
+    # prints a second after the entrypoint returned, while `shoal run` stops the app, is shown,
+    # and so is every line of a burst printed just before the result.
+    app = write(tmp_path, "late_lines.py", """
+        import sys
+        import time
+        import shoal
+
+        app = shoal.App("e2e-late-lines")
+
+        @app.cls()
+        class Talker:
+            @shoal.method()
+            def talk(self, n: int) -> int:
+                for i in range(n):
+                    print(f"burst {i}")
+                return n
+
+            @shoal.exit()
+            def goodbye(self):
+                time.sleep(1.0)
+                print("goodbye from the exit hook")
+                print("last words on stderr", file=sys.stderr)
+
+        @app.local_entrypoint()
+        def main():
+            print("result", Talker().talk.remote(300))
+    """)
+    result = ok(shoal(f"run {app}"))
+    assert "result 300" in result.stdout
+    shown = {line.partition("] ")[2] for line in result.stdout.splitlines() if line.startswith("[ct-")}
+    missing = [i for i in range(300) if f"burst {i}" not in shown]
+    assert not missing, f"lines of the burst did not reach the terminal: {missing[:10]}"
+    assert "goodbye from the exit hook" in shown, result.stdout
+    err = result.stderr
+    assert "] last words on stderr" in err, err
+    assert err.index("] last words on stderr") < err.index("✓ App completed."), err
+    assert "did not finish their output" not in err
+
+
 def test_map_and_starmap_keep_input_order_and_return_exceptions(shoal, tmp_path):
     app = write(tmp_path, "mapping.py", """
         import json

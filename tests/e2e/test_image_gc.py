@@ -19,7 +19,7 @@ import sys
 import shoal
 from shoal import _transport
 
-image = shoal.Image.from_scratch().add_local_dir(sys.argv[1], "/data")
+image = shoal.Image.from_scratch().add_local_dir(sys.argv[1], "/data", copy=True)
 print("IMAGE", image._build(_transport.host().connection))
 """
 

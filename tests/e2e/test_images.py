@@ -134,7 +134,7 @@ def test_pip_install_from_a_local_directory_of_wheels(tmp_path, shoal):
 
         image = (
             shoal.Image.debian_slim()
-            .add_local_dir({str(tmp_path / 'wheels')!r}, "/wheels")
+            .add_local_dir({str(tmp_path / 'wheels')!r}, "/wheels", copy=True)
             .pip_install("shoalwheel", find_links="/wheels", extra_options="--no-index")
         )
         app = shoal.App("images-pip", image=image)
@@ -366,3 +366,169 @@ def test_add_local_python_source_makes_a_local_package_importable_in_the_contain
     out = last_json(shoal(f"run {app}", env={"PYTHONPATH": f"{PYTHON_DIR}:{libs}"}))
     assert out["text"] == "hello shoal from helperlib"
     assert out["file"] == "/root/helperlib/__init__.py", out
+
+
+def test_an_entrypoint_script_wraps_the_function_runner(tmp_path, shoal):
+    entry = write(tmp_path, "entry.sh", """
+        #!/bin/sh
+        export FROM_ENTRYPOINT="set by entry.sh"
+        exec "$@"
+    """)
+    entry.chmod(0o755)
+    app = write(tmp_path, "entryapp.py", f"""
+        import json, os
+        import shoal
+
+        image = (
+            shoal.Image.debian_slim()
+            .add_local_file({str(entry)!r}, "/usr/local/bin/entry.sh", copy=True)
+            .entrypoint(["/usr/local/bin/entry.sh"])
+            .cmd(["/bin/false"])  # not used for functions
+        )
+        app = shoal.App("images-entrypoint", image=image)
+
+
+        @app.function()
+        def probe():
+            pid1 = open("/proc/1/cmdline", "rb").read().split(b"\\0")
+            return {{"var": os.environ.get("FROM_ENTRYPOINT"), "pid1": [a.decode() for a in pid1 if a]}}
+
+
+        @app.local_entrypoint()
+        def main():
+            print(json.dumps(probe.remote()))
+    """)
+    out = last_json(shoal(f"run {app}"))
+    assert out["var"] == "set by entry.sh"
+    # `exec "$@"` replaced the script with the guest: entrypoint + [python, -m, shoal._guest].
+    assert out["pid1"][-2:] == ["-m", "shoal._guest"], out
+
+    # An entrypoint that does not run its arguments: the error says what the entrypoint must do.
+    broken = write(tmp_path, "brokenentry.py", """
+        import shoal
+
+        app = shoal.App("images-entrypoint-broken",
+                        image=shoal.Image.debian_slim().entrypoint(["/bin/true"]))
+
+
+        @app.function()
+        def probe():
+            return 1
+
+
+        @app.local_entrypoint()
+        def main():
+            probe.remote()
+    """)
+    result = shoal(f"run {broken}", timeout_s=180)
+    assert result.rc != 0
+    assert "ENTRYPOINT (/bin/true) must run the command it is given" in result.stderr, result.stderr
+
+
+USER_APP = """
+import json, os, tempfile
+import shoal
+
+image = shoal.Image.debian_slim().dockerfile_commands(
+    "RUN useradd --uid 1234 --no-create-home alice",
+    "USER {user}",
+)
+app = shoal.App("images-user-{name}", image=image)
+
+
+@app.function()
+def whoami():
+    home = os.environ["HOME"]
+    with open(os.path.join(home, "written"), "w") as f:  # HOME is writable
+        f.write("ok")
+    with tempfile.NamedTemporaryFile(dir="/tmp") as f:  # and /tmp
+        f.write(b"ok")
+    return {{"uid": os.getuid(), "gid": os.getgid(), "home": home,
+             "home_owner": os.stat(home).st_uid}}
+
+
+@app.local_entrypoint()
+def main():
+    print(json.dumps(whoami.remote()))
+"""
+
+
+def test_a_dockerfile_user_runs_the_function_as_that_user(tmp_path, shoal):
+    app = write(tmp_path, "userapp.py", USER_APP.format(user="alice", name="alice"))
+    out = last_json(shoal(f"run {app}"))
+    # useradd without a home: the container gets one of its own, owned by the user.
+    assert out == {"uid": 1234, "gid": 1234, "home": "/home/alice", "home_owner": 1234}, out
+
+    numeric = write(tmp_path, "uidapp.py", USER_APP.format(user="4321:4321", name="uid"))
+    assert last_json(shoal(f"run {numeric}")) == {"uid": 4321, "gid": 4321, "home": "/tmp", "home_owner": 0}
+
+    unknown = write(tmp_path, "ghostapp.py", USER_APP.format(user="ghost", name="ghost"))
+    result = shoal(f"run {unknown}", timeout_s=180)
+    assert result.rc != 0
+    err = result.stderr
+    assert "runs as USER 'ghost': no user 'ghost' in /etc/passwd" in err, err
+    assert "image im-" in err and "create it in an earlier step" in err, err
+
+
+COPY_FALSE_APP = """
+import json, os
+import shoal
+
+image = (
+    shoal.Image.debian_slim()
+    .run_commands("mkdir -p /srv/data && echo from-the-image > /srv/data/baked.txt")
+    .add_local_dir({data!r}, "/srv/data")
+    .add_local_file({tool!r}, "/root/bin/tool.sh")
+)
+app = shoal.App("images-copy-false", image=image)
+
+
+@app.function()
+def read():
+    data = "/srv/data"
+    return {{name: open(os.path.join(data, name)).read().strip() for name in sorted(os.listdir(data))
+            if os.path.isfile(os.path.join(data, name))}} | {{
+        "nested": open("/srv/data/sub/nested.txt").read().strip(),
+        "tool_mode": oct(os.stat("/root/bin/tool.sh").st_mode & 0o777),
+        "root_mode": oct(os.stat("/root").st_mode & 0o7777),
+    }}
+
+
+@app.local_entrypoint()
+def main():
+    print(json.dumps(read.remote()))
+"""
+
+
+def test_add_local_dir_copy_false_adds_files_at_start_without_rebuilding(tmp_path, shoal):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "config.txt").write_text("version 1\n")
+    (data / "sub" / "nested.txt").write_text("nested\n")
+    tool = write(tmp_path, "tool.sh", "#!/bin/sh\necho tool\n")
+    tool.chmod(0o750)
+    app = write(tmp_path, "copyfalse.py", COPY_FALSE_APP.format(data=str(data), tool=str(tool)))
+    first = shoal(f"run {app}")
+    out = last_json(first)
+    # The files merge into what the image has there, like a layer; directories the image has keep
+    # its mode (Debian's /root is 0700), files keep theirs plus read for everyone.
+    assert out == {"baked.txt": "from-the-image", "config.txt": "version 1", "nested": "nested",
+                   "tool_mode": "0o754", "root_mode": "0o700"}, out
+    assert "Added 3 local files" in first.stderr, first.stderr
+
+    (data / "config.txt").write_text("version 2\n")
+    again = shoal(f"run {app}")
+    assert last_json(again)["config.txt"] == "version 2"
+    assert "is cached" in again.stderr and "building" not in again.stderr, again.stderr
+    assert "(1 new, 2 cached)" in again.stderr, again.stderr
+
+
+def test_a_build_step_after_copy_false_is_an_error(tmp_path, python):
+    (tmp_path / "data").mkdir()
+    script = build_script(tmp_path, "after.py", f"""
+        image = shoal.Image.debian_slim().add_local_dir({str(tmp_path / 'data')!r}, "/data").run_commands("ls /data")
+    """)
+    result = python(script, timeout_s=60)
+    assert result.rc != 0
+    assert "RUN ls /data: this build step comes after Image.add_local_dir() with copy=False" in result.stderr
+    assert "Pass copy=True to Image.add_local_dir()" in result.stderr, result.stderr

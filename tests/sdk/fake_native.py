@@ -5,7 +5,9 @@ same ``shoal._definition`` / ``shoal._partial`` code the guest runtime uses.
 Knobs for tests:
 - ``client.internal_errors[function_name] = "message"``: every input of that function ends with
   ``internal_error`` and that message (a crash, an OOM kill);
-- ``client.log_lines``: lines ``app_logs`` hands out;
+- ``client.log_lines``: lines ``app_logs`` hands out; a followed stream then ends like shoald's
+  (``will_end``): once its app is stopped, after ``client.log_lines_after_stop`` (what exit hooks
+  print), unless ``client.log_end = False`` (containers that never finish their output);
 - retries run without their delays; a function's ``timeout_ms`` is enforced per attempt;
 - images: ``build_image`` checks the spec against schema/images.capnp, records it in
   ``client.image_builds`` and emits step/line events; ``client.image_failures[label_part] =
@@ -39,7 +41,7 @@ SPEC_KEYS = {
     "name", "is_class", "is_generator", "definition", "timeout_ms", "max_retries",
     "retry_initial_delay_ms", "retry_backoff_coefficient", "retry_max_delay_ms", "min_containers",
     "max_containers", "buffer_containers", "scaledown_window_ms", "max_inputs", "cpu_millis",
-    "memory_mb", "image", "env",
+    "memory_mb", "image", "env", "files",
 }
 
 
@@ -228,16 +230,25 @@ class FakeSpawn:
 
 
 class FakeLogStream:
-    def __init__(self, lines: List[Dict[str, Any]], follow: bool):
-        self._lines = list(lines)
+    def __init__(self, client: "FakeClient", app: "FakeApp", follow: bool):
+        self._client = client
+        self._app = app
+        self._lines = list(client.log_lines)
         self._follow = follow
         self.closed = False
+        self.will_end = follow
+        self.ended = False
 
     def poll(self, timeout_s: float) -> Tuple[List[Dict[str, Any]], bool]:
+        if self.closed:
+            return [], True
         lines, self._lines = self._lines, []
-        if not lines and self._follow:
+        if self.will_end and not self.ended and self._app.state == "stopped" and self._client.log_end:
+            lines += self._client.log_lines_after_stop
+            self.ended = True
+        if not lines and self._follow and not self.ended:
             time.sleep(min(timeout_s, 0.05))
-        return lines, not self._follow
+        return lines, not self._follow or self.ended
 
     def close(self) -> None:
         self.closed = True
@@ -258,6 +269,8 @@ class FakeClient:
         self.created: List[Dict[str, Any]] = []
         self.internal_errors: Dict[str, str] = {}
         self.log_lines: List[Dict[str, Any]] = []
+        self.log_lines_after_stop: List[Dict[str, Any]] = []
+        self.log_end = True
         self.stopped_containers: List[str] = []
         self.remote_calls = 0
         self.images: Dict[str, Dict[str, Any]] = {}
@@ -308,6 +321,9 @@ class FakeClient:
             unknown = set(spec) - SPEC_KEYS
             if unknown:
                 raise RpcError("invalid_argument", f"unknown function spec keys {sorted(unknown)}")
+            for item in spec.get("files") or []:  # copy=False files, like shoald's check_files
+                if item["sha256"] not in self.blobs:
+                    raise RpcError("invalid_argument", f"the content of /{item['path']} was not uploaded")
             fn = FakeFunction(self, self._new_id("fu"), app, dict(spec))
             app.functions[fn.name] = fn
             self.functions[fn.function_id] = fn
@@ -399,9 +415,10 @@ class FakeClient:
         app.state = "stopped"
 
     def app_logs(self, name: str, follow: bool) -> FakeLogStream:
-        if not any(a.name == name for a in self.apps):
+        apps = [a for a in self.apps if a.name == name]
+        if not apps:
             raise RpcError("not_found", f"no app named {name!r}")
-        return FakeLogStream(self.log_lines, follow)
+        return FakeLogStream(self, self._live_app(name) or apps[-1], follow)
 
     def list_containers(self) -> List[Dict[str, Any]]:
         return [

@@ -10,7 +10,7 @@ from typing import Optional
 
 import pytest
 
-from shoal import cli
+from shoal import _app, cli
 from shoal.cli import _runner
 from shoal.exception import InvalidError
 
@@ -208,3 +208,36 @@ def test_logs_stream_into_the_terminal_during_run(fake, app_file, capsys):
     fake.log_lines = [{"at_ms": 1, "container_id": "ct-42", "stream": 1, "text": "squaring 3"}]
     assert cli.main(["run", str(app_file)]) == 0
     assert "[ct-42] squaring 3" in capsys.readouterr().out
+
+
+def test_run_shows_what_containers_print_after_the_app_stops(fake, app_file, capsys):
+    # Exit hooks print after the entrypoint returned, while the app stops: `shoal run` waits for
+    # the server to end the log stream, which comes after those lines.
+    fake.log_lines_after_stop = [
+        {"at_ms": 2, "container_id": "ct-42", "stream": 1, "text": "goodbye from an exit hook"},
+    ]
+    assert cli.main(["run", str(app_file)]) == 0
+    out, err = capsys.readouterr()
+    assert "[ct-42] goodbye from an exit hook" in out
+    assert "did not finish their output" not in err and "✓ App completed." in err
+
+
+def test_run_says_so_when_the_end_of_the_output_does_not_come(fake, app_file, capsys, monkeypatch):
+    monkeypatch.setattr(_app, "LOG_END_TIMEOUT_S", 0.2)
+    fake.log_end = False
+    assert cli.main(["run", str(app_file)]) == 0
+    err = capsys.readouterr().err
+    assert "did not finish their output within 0.2 s of the app stopping" in err
+    assert "`shoal app logs" in err and "✓ App completed." in err
+
+
+def test_app_logs_follow_ends_when_the_app_stops(fake, app_file, capsys):
+    assert cli.main(["deploy", str(app_file), "--name", "followed"]) == 0
+    fake.log_lines = [{"at_ms": 1, "container_id": "ct-7", "stream": 1, "text": "working"}]
+    fake.log_lines_after_stop = [{"at_ms": 2, "container_id": "ct-7", "stream": 1, "text": "bye"}]
+    fake.apps[-1].state = "stopped"
+    capsys.readouterr()
+    assert cli.main(["app", "logs", "followed", "-f"]) == 0
+    out, err = capsys.readouterr()
+    assert "[ct-7] working" in out and "[ct-7] bye" in out
+    assert "app followed stopped; that was the end of its output" in err

@@ -237,3 +237,28 @@ def test_the_dockerfile_image_builds_against_the_fake(tmp_path):
     finally:
         client.shutdown()
     assert "… [3/3] Dockerfile:3 RUN make  building: its parent was rebuilt" in lines
+
+
+def test_dockerfile_commands_build_on_the_image_they_are_called_on(tmp_path):
+    (tmp_path / "entry.sh").write_text("#!/bin/sh\nexec \"$@\"\n")
+    base = shoal.Image.debian_slim().env({"APP": "/srv"}).workdir("/srv")
+    image = base.dockerfile_commands(
+        ["RUN useradd -m app", "COPY entry.sh ./"],
+        "USER app:app",
+        'ENTRYPOINT ["/srv/entry.sh"]',
+        context_dir=tmp_path,
+    )
+    assert spec(image)[3:] == [
+        ("run_commands", ["useradd -m app"], "dockerfile_commands:1 RUN useradd -m app"),
+        ("add_files", ["/"], "dockerfile_commands:2 COPY entry.sh ./"),
+        ("user", ["app:app"], "dockerfile_commands:3 USER app:app"),
+        ("entrypoint", ["/srv/entry.sh"], 'dockerfile_commands:4 ENTRYPOINT ["/srv/entry.sh"]'),
+    ]
+    assert names(image, 4) == ["srv/entry.sh"]  # relative to the base image's WORKDIR
+    assert base.dockerfile_commands() is base
+    with pytest.raises(InvalidError, match="dockerfile_commands:1: FROM is not allowed here"):
+        base.dockerfile_commands("FROM scratch")
+    with pytest.raises(InvalidError, match="dockerfile_commands:2: EXPOSE is not supported"):
+        base.dockerfile_commands("RUN true", "EXPOSE 80")
+    with pytest.raises(InvalidError, match="gpu= not supported"):
+        base.dockerfile_commands("RUN true", gpu="A10G")

@@ -224,7 +224,7 @@ def make_tree(root):
 
 def test_add_local_dir_is_a_deterministic_tar_under_its_destination(tmp_path):
     make_tree(tmp_path)
-    image = shoal.Image.debian_slim().add_local_dir(tmp_path / "pkg", "/app", ignore=["*.pyc"])
+    image = shoal.Image.debian_slim().add_local_dir(tmp_path / "pkg", "/app", ignore=["*.pyc"], copy=True)
     step = last(image)
     assert step["kind"] == "add_files" and step["args"] == ["/"]
     assert step["label"] == f"COPY {tmp_path / 'pkg'} /app"
@@ -238,19 +238,19 @@ def test_add_local_dir_is_a_deterministic_tar_under_its_destination(tmp_path):
     assert {m.name: m.mode for m in members}["app/run.sh"] == 0o755
 
     # The same directory declared again: the same archive, byte for byte.
-    again = shoal.Image.debian_slim().add_local_dir(tmp_path / "pkg", "/app", ignore=["*.pyc"])
+    again = shoal.Image.debian_slim().add_local_dir(tmp_path / "pkg", "/app", ignore=["*.pyc"], copy=True)
     assert last(again)["blob"] == step["blob"]
     # A content change: another archive.
     (tmp_path / "pkg" / "a.py").write_text("A = 2\n")
     os.utime(tmp_path / "pkg" / "a.py", (1_600_000_000, 1_600_000_000))
-    changed = shoal.Image.debian_slim().add_local_dir(tmp_path / "pkg", "/app", ignore=["*.pyc"])
+    changed = shoal.Image.debian_slim().add_local_dir(tmp_path / "pkg", "/app", ignore=["*.pyc"], copy=True)
     assert last(changed)["blob"] != step["blob"]
 
 
-def test_add_local_dir_ignore_callable_and_copy_false(tmp_path):
+def test_add_local_dir_ignore_callable(tmp_path):
     make_tree(tmp_path)
     image = shoal.Image.debian_slim().add_local_dir(
-        str(tmp_path / "pkg"), "/srv/", copy=False, ignore=lambda p: p.name == "sub" or p.suffix == ".pyc",
+        str(tmp_path / "pkg"), "/srv/", copy=True, ignore=lambda p: p.name == "sub" or p.suffix == ".pyc",
     )
     assert tar_names(image._blobs()[last(image)["blob"]]) == ["srv/a.py", "srv/run.sh"]
     with pytest.raises(InvalidError, match="is not a directory"):
@@ -261,9 +261,9 @@ def test_add_local_dir_ignore_callable_and_copy_false(tmp_path):
 
 def test_add_local_file_to_a_path_or_into_a_directory(tmp_path):
     make_tree(tmp_path)
-    image = shoal.Image.debian_slim().add_local_file(tmp_path / "pkg" / "a.py", "/etc/app/config.py")
+    image = shoal.Image.debian_slim().add_local_file(tmp_path / "pkg" / "a.py", "/etc/app/config.py", copy=True)
     assert tar_names(image._blobs()[last(image)["blob"]]) == ["etc/app/config.py"]
-    into = shoal.Image.debian_slim().add_local_file(tmp_path / "pkg" / "a.py", "/opt/")
+    into = shoal.Image.debian_slim().add_local_file(tmp_path / "pkg" / "a.py", "/opt/", copy=True)
     assert tar_names(into._blobs()[last(into)["blob"]]) == ["opt/a.py"]
     assert last(into)["label"] == f"COPY {tmp_path / 'pkg' / 'a.py'} /opt/a.py"
     with pytest.raises(InvalidError, match="is not a file"):
@@ -275,7 +275,7 @@ def test_add_local_python_source_copies_py_files_to_root(tmp_path, monkeypatch):
     (tmp_path / "pkg" / "__init__.py").write_text("")
     (tmp_path / "single.py").write_text("X = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    image = shoal.Image.debian_slim().add_local_python_source("pkg", "single")
+    image = shoal.Image.debian_slim().add_local_python_source("pkg", "single", copy=True)
     step = last(image)
     assert step["kind"] == "add_files" and step["args"] == ["/"]
     assert tar_names(image._blobs()[step["blob"]]) == [
@@ -283,6 +283,92 @@ def test_add_local_python_source_copies_py_files_to_root(tmp_path, monkeypatch):
     ]
     with pytest.raises(InvalidError, match="no module 'no_such_module_xyz'"):
         shoal.Image.debian_slim().add_local_python_source("no_such_module_xyz")
+
+
+# --- copy=False: files added at container start ---------------------------------------------------------
+
+
+def test_copy_false_is_the_default_and_keeps_the_files_out_of_the_image(tmp_path):
+    make_tree(tmp_path)
+    base = shoal.Image.debian_slim().apt_install("curl")
+    image = base.add_local_dir(tmp_path / "pkg", "/app", ignore=["*.pyc"])
+    # No step: the image id is the one of the chain without the files, whatever they hold.
+    assert steps(image) == steps(base) and image._blobs() == {}
+    assert "add_files /app (copy=False)" in repr(image)
+    assert image._shoal_image_key() != base._shoal_image_key()  # a with_options variant differs
+    files = {f.path: f for entry in image._local_files for f in entry.files()}
+    assert sorted(files) == ["app/a.py", "app/run.sh", "app/sub/b.txt"]  # regular files only
+    assert files["app/run.sh"].mode == 0o755 and files["app/a.py"].data == b"A = 1\n"
+
+
+def test_a_build_step_after_copy_false_names_the_step_and_the_fix(tmp_path):
+    make_tree(tmp_path)
+    image = shoal.Image.debian_slim().add_local_file(tmp_path / "pkg" / "a.py", "/etc/app/a.py")
+    with pytest.raises(InvalidError) as e:
+        image.run_commands("pip install -e /etc/app")
+    message = str(e.value)
+    assert message.startswith("RUN pip install -e /etc/app: this build step comes after Image.add_local_file() "
+                              f"with copy=False (COPY {tmp_path / 'pkg' / 'a.py'} /etc/app/a.py)")
+    assert "Pass copy=True to Image.add_local_file()" in message
+    assert "move the copy=False call after the last build step" in message
+    with pytest.raises(InvalidError, match="ENV MODE: this build step comes after"):
+        image.env({"MODE": "x"})
+    # More copy=False files may follow, and copy=True is a layer that steps may follow.
+    image.add_local_dir(tmp_path / "pkg", "/srv").add_local_file(tmp_path / "pkg" / "a.py", "/srv/b.py", copy=False)
+    layered = shoal.Image.debian_slim().add_local_dir(tmp_path / "pkg", "/srv", copy=True).run_commands("ls /srv")
+    assert [s["kind"] for s in steps(layered)] == ["debian_slim", "add_files", "run_commands"]
+    with pytest.raises(InvalidError, match="copy= must be True or False"):
+        shoal.Image.debian_slim().add_local_dir(tmp_path / "pkg", "/srv", copy="yes")
+
+
+COPY_FALSE_APP = """
+import shoal
+
+image = shoal.Image.debian_slim().add_local_dir({data!r}, "/data").add_local_file({extra!r}, "/etc/extra.txt")
+app = shoal.App("{{name}}", image=image)
+
+@app.function()
+def f(x):
+    return x
+
+@app.function(image=shoal.Image.debian_slim())
+def plain(x):
+    return x
+"""
+
+
+def test_app_start_uploads_copy_false_files_and_sends_them_with_the_functions(fake, tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "one.txt").write_text("one v1")
+    (tmp_path / "extra.txt").write_text("extra")
+    os.chmod(tmp_path / "extra.txt", 0o600)
+    source = COPY_FALSE_APP.format(data=str(tmp_path / "data"), extra=str(tmp_path / "extra.txt"))
+    module = load_app(tmp_path, "imgapp_files", source)
+    try:
+        with module.app.run():
+            pass
+        specs = {s["name"]: s for s in fake.created[-1]["functions"]}
+        sent = {f["path"]: f for f in specs["f"]["files"]}
+        assert sorted(sent) == ["data/one.txt", "etc/extra.txt"]
+        assert sent["etc/extra.txt"]["mode"] == 0o600
+        assert fake.blobs[sent["data/one.txt"]["sha256"]] == b"one v1"
+        assert specs["plain"]["files"] == []
+        # The image built has no step for the files: the same id as debian_slim alone.
+        assert specs["f"]["image"] == specs["plain"]["image"]
+        err = capsys.readouterr().err
+        assert "Added 2 local files (2 new, 0 cached) for f, not built into the image (copy=False)" in err
+
+        # Edited between two starts: read again, no new build, the new content sent.
+        builds = len(fake.image_builds)
+        (tmp_path / "data" / "one.txt").write_text("one v2")
+        with module.app.run():
+            pass
+        assert len(fake.image_builds) == builds
+        sent = {f["path"]: f for s in fake.created[-1]["functions"] if s["name"] == "f" for f in s["files"]}
+        assert fake.blobs[sent["data/one.txt"]["sha256"]] == b"one v2"
+        assert "(1 new, 1 cached)" in capsys.readouterr().err
+    finally:
+        sys.modules.pop("imgapp_files", None)
 
 
 # --- metadata -------------------------------------------------------------------------------------------
@@ -357,8 +443,8 @@ def test_inside_a_container_declarations_read_nothing(monkeypatch, tmp_path):
     monkeypatch.setenv("SHOAL_GUEST_SOCKET", "/nonexistent/guest.sock")
     image = (
         shoal.Image.from_registry("x:1", secret=shoal.Secret.from_local_environ(["NOT_SET_ANYWHERE_X"]))
-        .add_local_dir(tmp_path / "missing", "/app")
-        .add_local_file(tmp_path / "missing.txt", "/x")
+        .add_local_dir(tmp_path / "missing", "/app", copy=True)
+        .add_local_file(tmp_path / "missing.txt", "/x", copy=True)
         .pip_install_from_requirements(tmp_path / "missing-requirements.txt")
         .add_local_python_source("not_a_module_here")
     )
@@ -384,7 +470,7 @@ def test_build_uploads_blobs_sends_the_spec_and_renders_each_step(conn, tmp_path
     image = (
         shoal.Image.debian_slim()
         .apt_install("curl")
-        .add_local_dir(tmp_path / "pkg", "/app")
+        .add_local_dir(tmp_path / "pkg", "/app", copy=True)
         .run_commands("make")
         .env({"MODE": "prod"})
     )
@@ -410,7 +496,7 @@ def test_build_uploads_blobs_sends_the_spec_and_renders_each_step(conn, tmp_path
     # An equal chain: every step cached, one line.
     lines.clear()
     same = (
-        shoal.Image.debian_slim().apt_install("curl").add_local_dir(tmp_path / "pkg", "/app")
+        shoal.Image.debian_slim().apt_install("curl").add_local_dir(tmp_path / "pkg", "/app", copy=True)
         .run_commands("make").env({"MODE": "prod"})
     )
     assert same._build(conn, output=lines.append) == image_id
@@ -495,11 +581,11 @@ def test_blobs_are_uploaded_in_batches_and_only_when_missing(conn, monkeypatch, 
         (tmp_path / name / "data").write_bytes(os.urandom(600))
     image = shoal.Image.debian_slim()
     for name in ("a", "b", "c"):
-        image = image.add_local_dir(tmp_path / name, f"/{name}")
+        image = image.add_local_dir(tmp_path / name, f"/{name}", copy=True)
     image._build(conn, output=lambda _l: None)
     assert [len(batch) for batch in conn._client.put_calls] == [1, 1, 1]  # each tar > half a batch
     conn._client.put_calls.clear()
-    again = shoal.Image.debian_slim().add_local_dir(tmp_path / "a", "/a")
+    again = shoal.Image.debian_slim().add_local_dir(tmp_path / "a", "/a", copy=True)
     again._build(conn, output=lambda _l: None)
     assert conn._client.put_calls == []
 

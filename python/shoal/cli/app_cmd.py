@@ -90,6 +90,8 @@ def cmd_logs(args) -> int:
                 lines, done = stream.poll(LOG_POLL_S)
                 print_log_lines(lines)
                 if done:
+                    if args.follow and getattr(stream, "ended", False):
+                        note(f"shoal: app {args.name} stopped; that was the end of its output.")
                     return 0
         except ConnectionError:
             if not args.follow:
