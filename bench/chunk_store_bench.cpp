@@ -151,7 +151,9 @@ int main(int argc, char** argv) {
   if (argc != 5)
     return usage();
   if (op == "put") {
-    auto store = chunk_store::open(argv[3]);
+    chunk_store_options options;
+    options.direct_appends = std::getenv("SHOAL_BENCH_BUFFERED_APPENDS") == nullptr;
+    auto store = chunk_store::open(argv[3], options);
     if (!store)
       return fail("open", store.error());
     auto start = clock::now();

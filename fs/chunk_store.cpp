@@ -1174,6 +1174,22 @@ chunk_store::impl::put_files(const std::vector<std::string>& paths, bool store, 
     return err;
   };
 
+  // Queues a buffered append of window bytes (written back early by sync_file_range).
+  auto write_buffered = [&](window& w, uint32_t pack, uint64_t offset, char* buf, uint32_t len) {
+    io_op op;
+    op.fd = fd_of(pack);
+    op.buf = buf;
+    op.len = len;
+    op.offset = offset;
+    op.kind = io_kind::write;
+    ring.add(w.writes, op);
+    auto [it, fresh] = w.written.try_emplace(pack, offset, offset + len);
+    if (!fresh) {
+      it->second.first = std::min(it->second.first, offset);
+      it->second.second = std::max(it->second.second, offset + len);
+    }
+  };
+
   // Schedules the next window's reads into `w`.
   auto fill = [&](window& w, char* buf) -> caf::error {
     w.pieces.clear();
@@ -1293,25 +1309,39 @@ chunk_store::impl::put_files(const std::vector<std::string>& paths, bool store, 
     auto present = lookup(ptrs);
     if (!present)
       return fail(std::move(present.error()));
+    // Direct appends: this window's new chunks are contiguous in the open pack (a full pack
+    // splits them in two); each run goes out through append_direct, which waits for it.
+    std::vector<std::pair<uint32_t, std::vector<std::pair<uint64_t, std::string_view>>>> runs;
     for (size_t k = 0; k < w.pieces.size(); ++k) {
       auto loc = stage(t, ids[k], w.pieces[k].len, &(*present)[k]);
       if (!loc)
         return fail(std::move(loc.error()));
       if (!*loc)
         continue;
-      io_op op;
-      op.fd = fd_of((*loc)->pack);
-      op.buf = w.pieces[k].buf;
-      op.len = w.pieces[k].len;
-      op.offset = (*loc)->offset;
-      op.kind = io_kind::write;
-      ring.add(w.writes, op);
-      auto [it, fresh] = w.written.try_emplace((*loc)->pack, (*loc)->offset,
-                                               (*loc)->offset + (*loc)->size);
-      if (!fresh) {
-        it->second.first = std::min(it->second.first, (*loc)->offset);
-        it->second.second = std::max(it->second.second, (*loc)->offset + (*loc)->size);
+      if (options.direct_appends) {
+        if (runs.empty() || runs.back().first != (*loc)->pack)
+          runs.push_back({(*loc)->pack, {}});
+        runs.back().second.emplace_back((*loc)->offset,
+                                        std::string_view{w.pieces[k].buf, w.pieces[k].len});
+      } else {
+        write_buffered(w, (*loc)->pack, (*loc)->offset, w.pieces[k].buf, w.pieces[k].len);
       }
+    }
+    for (auto& [pack, pieces] : runs) {
+      int fd = append_fd_of(pack);
+      if (fd < 0) {
+        // The file system refuses O_DIRECT: appends go through the page cache from now on.
+        options.direct_appends = false;
+        log::info("chunk_store_direct_appends_refused").kv("dir", dir);
+        for (auto& [offset, bytes] : pieces)
+          write_buffered(w, pack, offset, const_cast<char*>(bytes.data()),
+                         static_cast<uint32_t>(bytes.size()));
+        continue;
+      }
+      uint64_t begin = pieces.front().first;
+      uint64_t end = pieces.back().first + pieces.back().second.size();
+      if (auto err = append_direct(pack, fd, begin, end, pieces))
+        return fail(std::move(err));
     }
     ring.kick();
   }

@@ -79,13 +79,13 @@ struct chunk_store_options {
   /// chunks are read together). The destination files of write_file(s) are written through the
   /// page cache.
   bool direct_reads = true;
-  /// put() and put_verified() append the whole blocks of a batch to the pack with O_DIRECT:
-  /// copied into a reused, aligned staging buffer and written from it, so no page-cache page is
-  /// allocated and filled per appended page (on a VM that is most of the ~1.3 s per GB of
-  /// kernel time an append cost; the staging copy is a memcpy into warm memory). The partial
-  /// blocks at the batch's edges go through the page cache. Falls back to buffered appends
-  /// where the file system refuses O_DIRECT.
-  /// put_files() always appends through the page cache (its windows overlap writeback).
+  /// put(), put_verified() and put_files() (per 16 MiB window) append the whole blocks of a
+  /// batch to the pack with O_DIRECT: copied into a reused, aligned staging buffer and written
+  /// from it, so no page-cache page is allocated and filled per appended page (on a VM that is
+  /// most of the ~1.3 s per GB of kernel time an append cost; the staging copy is a memcpy into
+  /// warm memory). The partial blocks at the batch's edges go through the page cache. Falls
+  /// back to buffered appends (put_files: written back early with sync_file_range) where the
+  /// file system refuses O_DIRECT.
   bool direct_appends = true;
 };
 
