@@ -154,6 +154,7 @@ def cmd_rm(args) -> int:
         for image_id in ids:
             images.remove(image_id)
             print(f"removed image {image_id}")
+    note("their files stay on disk until `shoal image gc` (admin token) frees what no image uses")
     return 0
 
 
