@@ -148,6 +148,28 @@ void clean_stale_containers(const std::string& state_dir, container::oci_runtime
   }
 }
 
+/// `<state>/code` holds the apps' shipped files and copy=False files materialised from the blobs
+/// table (container_supervisor.cpp): a cache that grows with every code change. Once the stale
+/// containers are gone nothing uses it, so a worker starts with it empty; containers
+/// materialise what they need again.
+void clear_code_cache(const std::string& state_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto root = fs::path{state_dir} / "code";
+  if (!fs::exists(root, ec))
+    return;
+  size_t removed = 0;
+  for (const auto& entry : fs::directory_iterator{root, ec}) {
+    std::error_code e;
+    fs::remove_all(entry.path(), e);
+    if (e)
+      log::warn("code_cache_entry_not_removed").kv("path", entry.path().string()).kv("error", e.message());
+    else
+      ++removed;
+  }
+  log::info("code_cache_cleared").kv("entries", removed);
+}
+
 std::string default_sdk_dir() {
   if (const char* env = std::getenv("SHOAL_SDK_DIR"); env != nullptr && *env != '\0')
     return env;
@@ -288,6 +310,7 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
       return hub.error();
     p->hub = std::move(*hub);
     clean_stale_containers(p->dir->path(), *p->runtime);
+    clear_code_cache(p->dir->path());
     auto& svc = p->services;
     svc.node_id = p->facts.node_id;
     svc.state_dir = p->dir->path();

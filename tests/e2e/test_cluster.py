@@ -131,3 +131,17 @@ def test_shoald_reports_a_clear_error_for_an_unusable_state_dir(shoald_path, tmp
     )
     assert result.returncode == 1
     assert str(not_a_dir) in result.stderr
+
+
+def test_a_worker_starts_with_an_empty_code_cache(start_shoald, tmp_path):
+    """<state>/code (apps' files materialised from blobs) is a cache: after a restart no container
+    uses it, so shoald empties it instead of letting every code change pile up there."""
+    state = tmp_path / "state"
+    stale = state / "code" / "c-0123456789abcdef"
+    (stale / "pkg").mkdir(parents=True)
+    (stale / "pkg" / "app.py").write_text("print('old code')\n")
+    (state / "code" / "files-0123").mkdir()
+    daemon = start_shoald(state_dir=state)
+    assert not stale.exists() and not (state / "code" / "files-0123").exists()
+    cleared = [e for e in daemon.events() if e.get("event") == "code_cache_cleared"]
+    assert cleared and cleared[0]["entries"] == "2", cleared
