@@ -1100,7 +1100,7 @@ class Image:
         if _in_container():
             raise InvalidError("images are built by the client that starts the app, not inside a container")
         key = str(getattr(connection, "address", None) or id(connection))
-        if key in self._built:
+        if key in self._built and not ignore_cache_from_env():  # SHOAL_IGNORE_CACHE, --no-cache: ask again
             self._last_id = self._built[key]
             return self._last_id
         svc = service(connection)

@@ -241,3 +241,18 @@ def test_app_logs_follow_ends_when_the_app_stops(fake, app_file, capsys):
     out, err = capsys.readouterr()
     assert "[ct-7] working" in out and "[ct-7] bye" in out
     assert "app followed stopped; that was the end of its output" in err
+
+
+def test_run_and_deploy_no_cache_rebuild_every_layer_step(fake, app_file, capsys, monkeypatch):
+    # setenv records the variable's absence, so the "1" --no-cache sets is undone after the test.
+    monkeypatch.setenv("SHOAL_IGNORE_CACHE", "")
+    assert cli.main(["run", "--no-cache", str(app_file)]) == 0
+    assert fake.image_builds[-1]["ignore_cache"] is True
+    for argv in (["run", str(app_file), "--no-cache", "--n", "2"],  # after the target too
+                 ["deploy", str(app_file), "--no-cache"]):
+        monkeypatch.setenv("SHOAL_IGNORE_CACHE", "")
+        builds = len(fake.image_builds)
+        assert cli.main(argv) == 0
+        assert len(fake.image_builds) > builds  # not answered from the image's memo
+        assert fake.image_builds[-1]["ignore_cache"] is True
+    capsys.readouterr()

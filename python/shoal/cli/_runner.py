@@ -198,14 +198,19 @@ def signature_target(runnable: Any, method: Optional[str]) -> Tuple[Callable[...
 
 
 def split_argv(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
-    """Separates ``shoal run``'s own flags from the function's: before a ``--``, ``--detach`` is
-    shoal's; everything else (and all that follows ``--``) is the function's."""
+    """Separates ``shoal run``'s own flags from the function's: before a ``--``, ``--detach`` (``-d``)
+    and ``--no-cache`` are shoal's; everything else (and all that follows ``--``) is the
+    function's."""
     args = list(argv)
     if "--" in args:
         i = args.index("--")
         head, tail = args[:i], args[i + 1:]
     else:
         head, tail = args, []
-    own = [a for a in head if a in ("--detach", "-d")]
-    rest = [a for a in head if a not in ("--detach", "-d")] + tail
+    own = [a for a in head if a in OWN_RUN_FLAGS]
+    rest = [a for a in head if a not in OWN_RUN_FLAGS] + tail
     return own, rest
+
+
+#: ``shoal run`` flags that may also follow the target.
+OWN_RUN_FLAGS = ("--detach", "-d", "--no-cache")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import os
 import sys
 from typing import Any
 
 from .._app import LocalEntrypoint
 from .._cls import Cls
 from .._functions import Function
+from ..image import IGNORE_CACHE_ENV
 from . import _runner, add_json_flag, note
 from ._output import print_json, print_table
 
@@ -33,7 +35,8 @@ The parameters of the entrypoint or function become flags: `def main(n: int, nam
 examples:
   shoal run app.py
   shoal run app.py::square --x 7
-  shoal run --detach app.py::main -- --n 100"""
+  shoal run --detach app.py::main -- --n 100
+  shoal run --no-cache app.py      rebuild the images' layers (each says why it rebuilt)"""
 
 DEPLOY_DESCRIPTION = """\
 Deploy an app: ship its code and register its functions under the app's name as a new
@@ -47,12 +50,23 @@ examples:
   shoal deploy app.py --json"""
 
 
+NO_CACHE_HELP = ("rebuild every layer step of the app's images instead of using cached layers "
+                 "(SHOAL_IGNORE_CACHE=1; force_build=True does it for one step)")
+
+
+def _no_cache(enabled: bool) -> None:
+    """--no-cache: the images built by this command ignore the layer cache (image.py reads it)."""
+    if enabled:
+        os.environ[IGNORE_CACHE_ENV] = "1"
+
+
 def register(subparsers) -> None:
     run = subparsers.add_parser(
         "run", help="run an app's local entrypoint or one of its functions",
         description=RUN_DESCRIPTION, epilog=RUN_EPILOG,
     )
     run.add_argument("--detach", "-d", action="store_true", help="keep the app running after this command ends")
+    run.add_argument("--no-cache", action="store_true", help=NO_CACHE_HELP)
     run.add_argument("target", metavar="FILE[::NAME]", help="the app file, optionally ::entrypoint, ::function or ::Class.method")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="flags for the entrypoint or function")
     run.set_defaults(handler=cmd_run)
@@ -63,6 +77,7 @@ def register(subparsers) -> None:
     )
     deploy.add_argument("target", metavar="FILE", help="the app file (FILE::APP picks one of several apps)")
     deploy.add_argument("--name", help="deploy under this name instead of the app's own")
+    deploy.add_argument("--no-cache", action="store_true", help=NO_CACHE_HELP)
     add_json_flag(deploy)
     deploy.set_defaults(handler=cmd_deploy)
 
@@ -92,7 +107,8 @@ async def _await(awaitable: Any) -> Any:
 
 def cmd_run(args) -> int:
     own, rest = _runner.split_argv(args.args)
-    detach = args.detach or bool(own)
+    detach = args.detach or "--detach" in own or "-d" in own
+    _no_cache(args.no_cache or "--no-cache" in own)
     path, ref = _runner.split_target(args.target)
     module = _runner.import_file(path)
     app, runnable, method = _runner.resolve(module, path, ref)
@@ -107,6 +123,7 @@ def cmd_deploy(args) -> int:
     path, ref = _runner.split_target(args.target)
     module = _runner.import_file(path)
     app = _runner.find_app(module, path, ref)
+    _no_cache(args.no_cache)
     app.deploy(name=args.name, show_progress=False)
     info = app._deployed or {}
     stats = app._last_upload
