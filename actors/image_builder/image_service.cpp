@@ -923,6 +923,12 @@ caf::expected<std::string> image_service::tree(const std::string& image_id,
   }
   if (!rec)
     return rec.error();
+  // A materialised tree is answered without the lock, so container starts do not wait for a
+  // garbage collection (which only deletes trees of removed images).
+  auto dir = options_.state_dir + "/images/trees/" + tree_key(rec->layers);
+  std::error_code ec;
+  if (stdfs::exists(dir + ".done", ec))
+    return dir;
   std::shared_lock gc{gc_mutex_};
   return tree_of(*rec);
 }
