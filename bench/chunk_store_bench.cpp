@@ -70,15 +70,22 @@ std::optional<chunk_id> read_digest(const char* path) {
 
 } // namespace
 
+/// SHOAL_BENCH_BUFFERED_READS=1 / SHOAL_BENCH_BUFFERED_APPENDS=1: pack reads / appends through
+/// the page cache instead of O_DIRECT (the comparison columns).
+chunk_store_options options_from_env() {
+  chunk_store_options options;
+  options.direct_reads = std::getenv("SHOAL_BENCH_BUFFERED_READS") == nullptr;
+  options.direct_appends = std::getenv("SHOAL_BENCH_BUFFERED_APPENDS") == nullptr;
+  return options;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2)
     return usage();
   std::string op = argv[1];
   using clock = std::chrono::steady_clock;
   if (op == "read" && argc == 4) {
-    chunk_store_options options;
-    options.direct_reads = std::getenv("SHOAL_BENCH_BUFFERED_READS") == nullptr;
-    auto store = chunk_store::open(argv[2], options);
+    auto store = chunk_store::open(argv[2], options_from_env());
     if (!store)
       return fail("open", store.error());
     auto digest = read_digest(argv[3]);
@@ -151,9 +158,7 @@ int main(int argc, char** argv) {
   if (argc != 5)
     return usage();
   if (op == "put") {
-    chunk_store_options options;
-    options.direct_appends = std::getenv("SHOAL_BENCH_BUFFERED_APPENDS") == nullptr;
-    auto store = chunk_store::open(argv[3], options);
+    auto store = chunk_store::open(argv[3], options_from_env());
     if (!store)
       return fail("open", store.error());
     auto start = clock::now();
@@ -169,9 +174,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (op == "materialise") {
-    chunk_store_options options;
-    options.direct_reads = std::getenv("SHOAL_BENCH_BUFFERED_READS") == nullptr;
-    auto store = chunk_store::open(argv[2], options);
+    auto store = chunk_store::open(argv[2], options_from_env());
     if (!store)
       return fail("open", store.error());
     auto digest = read_digest(argv[3]);

@@ -16,6 +16,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <sstream>
 #include <unordered_set>
 
 #include "actors/gateway/secret_store.hpp"
@@ -925,7 +926,7 @@ caf::expected<std::string> image_service::tree(const std::string& image_id,
     return rec.error();
   // A materialised tree is answered without the lock, so container starts do not wait for a
   // garbage collection (which only deletes trees of removed images).
-  auto dir = options_.state_dir + "/images/trees/" + tree_key(rec->layers);
+  auto dir = trees_root() + "/" + tree_key(rec->layers);
   std::error_code ec;
   if (stdfs::exists(dir + ".done", ec))
     return dir;
@@ -935,7 +936,7 @@ caf::expected<std::string> image_service::tree(const std::string& image_id,
 
 caf::expected<std::string> image_service::tree_of(const image_record& rec) {
   auto key = tree_key(rec.layers);
-  auto root = options_.state_dir + "/images/trees";
+  auto root = trees_root();
   auto dir = root + "/" + key;
   auto done = dir + ".done";
   std::error_code ec;
@@ -1005,18 +1006,22 @@ caf::expected<std::string> image_service::tree_of(const image_record& rec) {
 
 namespace {
 
-/// Whether a mount in this process's namespace uses `dir` (an overlay's lowerdir, or a mount
-/// point below it). /proc/self/mountinfo escapes spaces and such as octal; state dirs have none.
-bool mounted_from(const std::string& dir) {
+/// This process's mount table (/proc/self/mountinfo), read once per collection.
+std::string read_mountinfo() {
   std::ifstream in{"/proc/self/mountinfo"};
-  std::string line;
-  while (std::getline(in, line)) {
-    for (size_t at = line.find(dir); at != std::string::npos; at = line.find(dir, at + 1)) {
-      size_t end = at + dir.size();
-      if (end == line.size() || line[end] == ' ' || line[end] == ',' || line[end] == ':'
-          || line[end] == '/')
-        return true;
-    }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+/// Whether a mount in `mountinfo` uses `dir` (an overlay's lowerdir, or a mount point below it).
+/// /proc/self/mountinfo escapes spaces and such as octal; state dirs have none.
+bool mounted_from(const std::string& mountinfo, const std::string& dir) {
+  for (size_t at = mountinfo.find(dir); at != std::string::npos; at = mountinfo.find(dir, at + 1)) {
+    size_t end = at + dir.size();
+    if (end == mountinfo.size() || mountinfo[end] == ' ' || mountinfo[end] == ','
+        || mountinfo[end] == ':' || mountinfo[end] == '/' || mountinfo[end] == '\n')
+      return true;
   }
   return false;
 }
@@ -1055,7 +1060,8 @@ caf::expected<gc_result> image_service::collect_garbage() {
   }
 
   // Trees of removed images. The marker goes first: a half-removed tree is never used.
-  auto root = options_.state_dir + "/images/trees";
+  auto root = trees_root();
+  auto mountinfo = read_mountinfo();
   std::error_code ec;
   std::set<std::string> keys;
   for (const auto& entry : stdfs::directory_iterator(root, ec)) {
@@ -1069,7 +1075,7 @@ caf::expected<gc_result> image_service::collect_garbage() {
     if (live_trees.count(key) != 0)
       continue;
     auto dir = root + "/" + key;
-    if (mounted_from(dir)) {
+    if (mounted_from(mountinfo, dir)) {
       rep.trees_in_use.push_back(key);
       continue;
     }

@@ -122,6 +122,8 @@ private:
                                                const build_progress_ptr& progress,
                                                const std::string& environment);
   caf::expected<std::string> tree_of(const image_record& rec);
+  /// <state_dir>/images/trees: one directory (and a `.done` marker) per layer stack.
+  std::string trees_root() const { return options_.state_dir + "/images/trees"; }
   caf::error put_record(const image_record& rec);
   /// Runs `work` once per `key` at a time: a concurrent caller with the same key waits for the
   /// running one and then returns its error (or none).
