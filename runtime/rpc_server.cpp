@@ -4,6 +4,7 @@
 #include <kj/async-io.h>
 #include <kj/timer.h>
 
+#include "runtime/buffered_stream.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/log.hpp"
 
@@ -35,6 +36,14 @@ bool split_host_port(const std::string& address, std::string& host, uint16_t& po
 
 namespace {
 
+/// `TwoPartyServer::listen`, with each connection's socket behind a `buffered_stream`.
+kj::Promise<void> accept_loop(capnp::TwoPartyServer& server, kj::ConnectionReceiver& listener) {
+  return listener.accept().then([&server, &listener](kj::Own<kj::AsyncIoStream>&& connection) {
+    server.accept(kj::heap<buffered_stream>(kj::mv(connection)));
+    return accept_loop(server, listener);
+  });
+}
+
 /// The kj thread's body (kj_thread.hpp): listen, serve until stopped, then stop in order.
 caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::Promise<void> stopped,
                  const std::shared_ptr<kj_mailbox>& mailbox, const std::string& host, uint16_t port,
@@ -56,7 +65,7 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
   rpc_context ctx{bound, gate, mailbox, io.provider->getTimer()};
   {
     auto server = kj::heap<capnp::TwoPartyServer>(make_bootstrap(ctx));
-    auto accepting = server->listen(*listener).eagerlyEvaluate([](kj::Exception&& ex) {
+    auto accepting = accept_loop(*server, *listener).eagerlyEvaluate([](kj::Exception&& ex) {
       log::error("rpc_accept_failed").kv("error", ex.getDescription().cStr());
     });
     auto mailbox_loop = mailbox->run().eagerlyEvaluate([](kj::Exception&& ex) {

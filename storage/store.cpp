@@ -5,6 +5,7 @@
 #include <utility>
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
@@ -13,6 +14,7 @@
 
 #include "runtime/errc.hpp"
 #include "runtime/log.hpp"
+#include "storage/wal_file_system.hpp"
 
 namespace shoal::storage {
 
@@ -20,6 +22,9 @@ namespace shoal::storage {
 /// column family handles first, then the DB (RocksDB's required order).
 struct store::impl {
   std::string dir;
+  /// Zero-filled write-ahead logs (wal_file_system.hpp); outlives `db`.
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(
+    zero_filled_wal_fs(rocksdb::FileSystem::Default()));
   rocksdb::DB* db = nullptr;
   /// Indexed by `table`.
   std::array<rocksdb::ColumnFamilyHandle*, all_tables.size()> tables{};
@@ -92,7 +97,10 @@ store::store(std::unique_ptr<impl> self) : impl_(std::move(self)) {
 store::~store() = default;
 
 caf::expected<std::unique_ptr<store>> store::open(const std::string& dir, store_options opts) {
+  auto self = std::make_unique<impl>();
+  self->dir = dir;
   rocksdb::Options options;
+  options.env = self->env.get();
   options.create_if_missing = opts.create_if_missing;
   options.create_missing_column_families = true;
 
@@ -115,8 +123,6 @@ caf::expected<std::unique_ptr<store>> store::open(const std::string& dir, store_
   for (const auto& name : names)
     descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions{options});
 
-  auto self = std::make_unique<impl>();
-  self->dir = dir;
   auto st = rocksdb::DB::Open(rocksdb::DBOptions{options}, dir, descriptors, &self->handles,
                               &self->db);
   if (!st.ok()) {

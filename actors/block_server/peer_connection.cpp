@@ -3,6 +3,7 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
+#include "runtime/buffered_stream.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/log.hpp"
 #include "runtime/rpc_server.hpp"
@@ -23,7 +24,7 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
   std::shared_ptr<block_peer> peer;
   KJ_IF_MAYBE (ex, kj::runCatchingExceptions([&] {
                  auto addr = io.provider->getNetwork().parseAddress(host, port).wait(ws);
-                 stream = addr->connect().wait(ws);
+                 stream = kj::heap<buffered_stream>(addr->connect().wait(ws));
                  client = kj::heap<capnp::TwoPartyClient>(*stream);
                  auto bootstrap = client->bootstrap();
                  auto remote = obtain ? obtain(kj::mv(bootstrap)).wait(ws)

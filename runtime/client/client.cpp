@@ -12,6 +12,7 @@
 #include <deque>
 #include <map>
 
+#include "runtime/buffered_stream.hpp"
 #include "schema/functions.capnp.h"
 #include "schema/gateway.capnp.h"
 #include "schema/images.capnp.h"
@@ -406,7 +407,7 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
             .parseAddress(address)
             .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
             .then([&s, token, version, environment](kj::Own<kj::AsyncIoStream> stream) {
-              s.stream = kj::mv(stream);
+              s.stream = kj::heap<buffered_stream>(kj::mv(stream));
               s.rpc = kj::heap<capnp::TwoPartyClient>(*s.stream);
               auto gateway = s.rpc->bootstrap().castAs<wire::Gateway>();
               auto req = gateway.authenticateRequest();
