@@ -93,11 +93,20 @@ def _run_threads(make_client, threads, start_at, stop_at, out):
             results.append((pairs, put_lat))
 
     ts = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    cpu_before = _cpu_seconds()
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    out.put(results)
+    # This process's CPU over the run (connecting before it is not counted).
+    out.put((results, _cpu_seconds() - cpu_before))
+
+
+def _cpu_seconds(pid="self"):
+    """User + system CPU seconds of a process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def shoal_worker(addr, token, threads, start_at, stop_at, out):
@@ -133,7 +142,7 @@ def redis_worker(port, threads, start_at, stop_at, out):
     _run_threads(make_client, threads, start_at, stop_at, out)
 
 
-def measure(worker, args, clients, seconds, per_proc):
+def measure(worker, args, clients, seconds, per_proc, server_pid):
     procs_n = max(1, (clients + per_proc - 1) // per_proc)
     out = mp.Queue()
     start_at = time.time() + 1.5  # every process connected and ready
@@ -146,9 +155,14 @@ def measure(worker, args, clients, seconds, per_proc):
         p = mp.Process(target=worker, args=(*args, n, start_at, stop_at, out))
         p.start()
         procs.append(p)
+    server_before = _cpu_seconds(server_pid)
     results = []
+    client_cpu = 0.0
     for _ in procs:
-        results.extend(out.get(timeout=seconds + 120))
+        proc_results, cpu = out.get(timeout=seconds + 120)
+        results.extend(proc_results)
+        client_cpu += cpu
+    server_cpu = _cpu_seconds(server_pid) - server_before
     for p in procs:
         p.join(30)
     pairs = sum(r[0] for r in results)
@@ -158,6 +172,10 @@ def measure(worker, args, clients, seconds, per_proc):
         "put_p50_ms": percentile(lat, 50) * 1000,
         "put_p99_ms": percentile(lat, 99) * 1000,
         "pairs": pairs,
+        # CPU per completed pair, in microseconds (the server's includes its idle-time wakeups
+        # during the 1.5 s start-up, a small share).
+        "client_us": client_cpu / max(pairs, 1) * 1e6,
+        "server_us": server_cpu / max(pairs, 1) * 1e6,
     }
 
 
@@ -200,7 +218,7 @@ class Shoald:
 
         conn = _client.connect_to(_client.Target(self.addr, self.token, embedded=False, source="bench"))
         try:
-            return dict(conn.inspect_actor("storage_writer")["counters"])
+            return dict(conn.inspect_actor("queue_writer")["counters"])
         finally:
             conn.close()
 
@@ -252,7 +270,8 @@ def main():
         shoald = Shoald(base)
         for n in clients:
             before = shoald.batches()
-            r = measure(shoal_worker, (shoald.addr, shoald.token), n, args.seconds, args.threads_per_process)
+            r = measure(shoal_worker, (shoald.addr, shoald.token), n, args.seconds, args.threads_per_process,
+                        shoald.proc.pid)
             after = shoald.batches()
             fsyncs = after["batches_committed"] - before["batches_committed"]
             writes = after["writes_committed"] - before["writes_committed"]
@@ -264,7 +283,8 @@ def main():
         for fsync, label in (("always", "Redis appendfsync always"), ("everysec", "Redis appendfsync everysec")):
             server = Redis(base, fsync)
             for n in clients:
-                r = measure(redis_worker, (server.port,), n, args.seconds, args.threads_per_process)
+                r = measure(redis_worker, (server.port,), n, args.seconds, args.threads_per_process,
+                            server.proc.pid)
                 rows.append((label, n, r))
                 print(f"redis {fsync} {n}: {r}", file=sys.stderr, flush=True)
             server.stop()
@@ -275,10 +295,12 @@ def main():
     print(f"Run {today} on {platform.node()}: {os.cpu_count()} cores, {platform.platform()}, "
           f"Python {platform.python_version()}; {args.seconds:.0f} s per row; data on {args.dir}.")
     print()
-    print("| system | clients | put+get pairs/s | put ack p50 (ms) | put ack p99 (ms) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| system | clients | put+get pairs/s | put ack p50 (ms) | put ack p99 (ms) "
+          "| client CPU/pair (µs) | server CPU/pair (µs) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for label, n, r in rows:
-        print(f"| {label} | {n} | {r['pairs_per_s']:.0f} | {r['put_p50_ms']:.2f} | {r['put_p99_ms']:.2f} |")
+        print(f"| {label} | {n} | {r['pairs_per_s']:.0f} | {r['put_p50_ms']:.2f} | {r['put_p99_ms']:.2f} "
+              f"| {r['client_us']:.0f} | {r['server_us']:.0f} |")
     print()
     for note in notes:
         print(f"- {note}")

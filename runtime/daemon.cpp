@@ -192,6 +192,9 @@ struct daemon::parts {
   caf::actor_system_config actor_config;
   std::unique_ptr<caf::actor_system> sys;
   storage::writer_actor writer;
+  /// Runs the queue broker and its writer on the RPC server's kj thread (pinned_actor.hpp).
+  std::shared_ptr<kj_execution_unit> rpc_unit;
+  storage::writer_actor queue_writer; ///< the queue broker's own, pinned with it
   admin::admin_actor admin;
   gateway::gateway_actor gateway;
   node_agent::node_agent_actor agent;
@@ -322,8 +325,12 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
     p->agent = node_agent::spawn_node_agent(sys, node_agent::measure_capacity({}), &svc, p->admin);
     enroll("node_agent", p->agent);
   }
+  p->rpc_unit = std::make_shared<kj_execution_unit>(sys);
   if (cfg.control) {
-    p->queue_broker = queue_broker::spawn_queue_broker(sys, *p->db, p->writer);
+    p->queue_writer = storage::spawn_pinned_writer(sys, *p->db, p->rpc_unit, "queue_writer");
+    enroll("queue_writer", p->queue_writer);
+    p->queue_broker
+      = queue_broker::spawn_queue_broker(sys, *p->db, p->queue_writer, {}, p->rpc_unit);
     p->services.queue_broker = p->queue_broker; // nested queue/dict calls from containers
     enroll("queue_broker", p->queue_broker);
     p->image_builder = images::spawn_image_builder(sys, *p->images);
@@ -338,11 +345,13 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
   targets.queue_broker = p->queue_broker;
   targets.image_builder = p->image_builder;
   targets.block_server = p->block_server;
-  auto rpc = rpc_server::start(cfg.listen, [targets](rpc_context& ctx) {
-    return gateway::make_bootstrap(ctx, targets);
-  });
-  if (!rpc)
+  auto rpc = rpc_server::start(
+    cfg.listen, [targets](rpc_context& ctx) { return gateway::make_bootstrap(ctx, targets); },
+    p->rpc_unit);
+  if (!rpc) {
+    p->rpc_unit->close(); // never ran: pinned actors go to CAF's workers
     return rpc.error();
+  }
   p->rpc = std::move(*rpc);
   p->facts.listen_address = p->rpc->address();
 
@@ -382,8 +391,9 @@ void daemon::stop() {
                [](caf::error& err) {
                  log::error("final_flush_failed").kv("error", message_of(err));
                });
-    // The queue broker goes before the writer: its mutations in flight still get their replies.
+    // The queue broker goes before the writers: its mutations in flight still get their replies.
     for (auto handle : {caf::actor_cast<caf::actor>(p.scheduler), caf::actor_cast<caf::actor>(p.queue_broker),
+                        caf::actor_cast<caf::actor>(p.queue_writer),
                         caf::actor_cast<caf::actor>(p.image_builder),
                         caf::actor_cast<caf::actor>(p.block_server),
                         caf::actor_cast<caf::actor>(p.agent), caf::actor_cast<caf::actor>(p.gateway),
@@ -392,6 +402,7 @@ void daemon::stop() {
         caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
     p.scheduler = nullptr;
     p.queue_broker = nullptr;
+    p.queue_writer = nullptr;
     p.image_builder = nullptr;
     p.block_server = nullptr;
     p.services.queue_broker = nullptr;

@@ -2,31 +2,27 @@
 
 namespace shoal {
 
-kj::Promise<void> kj_mailbox::run() { return arm(); }
+kj::Promise<void> kj_mailbox::run() {
+  return doorbell_.run([this] { drain(); });
+}
 
 void kj_mailbox::post(task t) {
-  kj::Own<kj::CrossThreadPromiseFulfiller<void>> bell;
   {
     std::lock_guard<std::mutex> guard{mutex_};
     if (closed_)
       return;
     queue_.push_back(std::move(t));
-    bell = kj::mv(doorbell_);
   }
-  if (bell)
-    bell->fulfill();
+  doorbell_.ring();
 }
 
 void kj_mailbox::close() {
-  kj::Own<kj::CrossThreadPromiseFulfiller<void>> bell;
   {
     std::lock_guard<std::mutex> guard{mutex_};
     closed_ = true;
     queue_.clear();
-    bell = kj::mv(doorbell_);
   }
-  if (bell)
-    bell->fulfill();
+  doorbell_.close();
 }
 
 uint64_t kj_mailbox::tasks_run() const noexcept {
@@ -34,36 +30,19 @@ uint64_t kj_mailbox::tasks_run() const noexcept {
   return tasks_run_;
 }
 
-uint64_t kj_mailbox::wakeups() const noexcept {
-  std::lock_guard<std::mutex> guard{mutex_};
-  return wakeups_;
-}
+uint64_t kj_mailbox::wakeups() const noexcept { return doorbell_.wakeups(); }
 
-kj::Promise<void> kj_mailbox::arm() {
-  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+void kj_mailbox::drain() {
+  std::deque<task> batch;
   {
     std::lock_guard<std::mutex> guard{mutex_};
     if (closed_)
-      return kj::READY_NOW;
-    if (!queue_.empty())
-      paf.fulfiller->fulfill();
-    else
-      doorbell_ = kj::mv(paf.fulfiller);
+      return;
+    batch.swap(queue_);
+    tasks_run_ += batch.size();
   }
-  return paf.promise.then([this]() -> kj::Promise<void> {
-    std::deque<task> batch;
-    {
-      std::lock_guard<std::mutex> guard{mutex_};
-      if (closed_)
-        return kj::READY_NOW;
-      batch.swap(queue_);
-      ++wakeups_;
-      tasks_run_ += batch.size();
-    }
-    for (auto& t : batch)
-      t();
-    return arm();
-  });
+  for (auto& t : batch)
+    t();
 }
 
 } // namespace shoal

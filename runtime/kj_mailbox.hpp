@@ -3,17 +3,20 @@
 /// PLATFORM.md §3) — for example call a capability a client passed in.
 ///
 /// `post(task)` is non-blocking and callable from any thread. `run()` is called once on the kj
-/// thread; the returned promise runs posted tasks in order, in batches: a post only rings the
-/// cross-thread doorbell when the kj side has drained the queue, so a burst of posts costs one
-/// wakeup. Tasks must capture plain data or kj-thread-owned pointers that outlive the mailbox.
-/// `close()` (kj thread) stops running tasks; later posts are dropped silently — the owner shuts
-/// the mailbox only after the actors that post to it have stopped.
+/// thread; the returned promise runs posted tasks in order, in batches woken by a `kj_doorbell`:
+/// a burst of posts from other threads costs one wake-up, and a post on the kj thread itself (an
+/// actor pinned there, pinned_actor.hpp) none. Tasks must capture plain data or kj-thread-owned
+/// pointers that outlive the mailbox. `close()` (kj thread) stops running tasks; later posts are
+/// dropped silently — the owner shuts the mailbox only after the actors that post to it have
+/// stopped.
 
 #include <deque>
 #include <functional>
 #include <mutex>
 
 #include <kj/async.h>
+
+#include "runtime/kj_doorbell.hpp"
 
 namespace shoal {
 
@@ -37,14 +40,13 @@ public:
   uint64_t wakeups() const noexcept;
 
 private:
-  kj::Promise<void> arm();
+  void drain();
 
   mutable std::mutex mutex_;
   std::deque<task> queue_;
-  kj::Own<kj::CrossThreadPromiseFulfiller<void>> doorbell_;
   bool closed_ = false;
   uint64_t tasks_run_ = 0;
-  uint64_t wakeups_ = 0;
+  kj_doorbell doorbell_{kj_doorbell::local_order::later};
 };
 
 } // namespace shoal

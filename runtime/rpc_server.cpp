@@ -47,7 +47,8 @@ kj::Promise<void> accept_loop(capnp::TwoPartyServer& server, kj::ConnectionRecei
 /// The kj thread's body (kj_thread.hpp): listen, serve until stopped, then stop in order.
 caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::Promise<void> stopped,
                  const std::shared_ptr<kj_mailbox>& mailbox, const std::string& host, uint16_t port,
-                 const rpc_server::bootstrap_factory& make_bootstrap, std::string& address,
+                 const rpc_server::bootstrap_factory& make_bootstrap,
+                 const std::shared_ptr<kj_execution_unit>& pinned, std::string& address,
                  const std::atomic<int64_t>& drain_ms) {
   auto& ws = io.waitScope;
   kj::Own<kj::ConnectionReceiver> listener;
@@ -55,6 +56,8 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
                  auto addr = io.provider->getNetwork().parseAddress(host, port).wait(ws);
                  listener = addr->listen();
                })) {
+    if (pinned)
+      pinned->close(); // its actors run on CAF's workers instead
     return make_error(errc::unavailable, "cannot listen on " + host + ":" + std::to_string(port)
                                            + ": " + std::string(ex->getDescription().cStr()));
   }
@@ -71,6 +74,11 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
     auto mailbox_loop = mailbox->run().eagerlyEvaluate([](kj::Exception&& ex) {
       log::error("kj_mailbox_failed").kv("error", ex.getDescription().cStr());
     });
+    kj::Promise<void> pinned_loop = kj::READY_NOW;
+    if (pinned)
+      pinned_loop = pinned->run().eagerlyEvaluate([](kj::Exception&& ex) {
+        log::error("kj_execution_unit_failed").kv("error", ex.getDescription().cStr());
+      });
     address = bound;
     ready();
     stopped.wait(ws);
@@ -86,7 +94,11 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
                      }))
                      .wait(ws);
     log::info("rpc_drained").kv("complete", drained).kv("inflight", gate.inflight());
-    // 3. Close the mailbox, then every connection (the server owns them).
+    // 3. Pinned actors move to CAF's workers; close the mailbox, then every connection (the
+    //    server owns them).
+    if (pinned)
+      pinned->close();
+    pinned_loop = nullptr;
     mailbox->close();
     mailbox_loop = nullptr;
     server = nullptr;
@@ -98,7 +110,8 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
 } // namespace
 
 caf::expected<std::unique_ptr<rpc_server>>
-rpc_server::start(const std::string& listen_address, bootstrap_factory make_bootstrap) {
+rpc_server::start(const std::string& listen_address, bootstrap_factory make_bootstrap,
+                  std::shared_ptr<kj_execution_unit> pinned) {
   std::string host;
   uint16_t port = 0;
   if (!split_host_port(listen_address, host, port))
@@ -109,11 +122,12 @@ rpc_server::start(const std::string& listen_address, bootstrap_factory make_boot
   auto* raw = self.get();
   auto mailbox = self->mailbox_;
   auto err = self->thread_.start(
-    "rpc_thread_failed", [raw, mailbox, host, port, make_bootstrap = std::move(make_bootstrap)](
-                           kj::AsyncIoContext& io, const kj_thread::ready_fn& ready,
-                           kj::Promise<void> stopped) {
-      return serve(io, ready, kj::mv(stopped), mailbox, host, port, make_bootstrap, raw->address_,
-                   raw->drain_ms_);
+    "rpc_thread_failed", [raw, mailbox, host, port, make_bootstrap = std::move(make_bootstrap),
+                          pinned = std::move(pinned)](kj::AsyncIoContext& io,
+                                                      const kj_thread::ready_fn& ready,
+                                                      kj::Promise<void> stopped) {
+      return serve(io, ready, kj::mv(stopped), mailbox, host, port, make_bootstrap, pinned,
+                   raw->address_, raw->drain_ms_);
     });
   if (err)
     return err;

@@ -6,8 +6,12 @@
 /// every connection. Everything kj lives and dies on that thread; other threads reach it only
 /// through `mailbox()` and `stop()`.
 ///
+/// Actors pinned to the server's thread (`pinned_unit`, kj_execution_unit.hpp) run between its
+/// RPC events while the server runs, and on CAF's workers once it stopped.
+///
 /// Ordered stop (`stop`): stop accepting → close the call gate and wait for in-flight calls (at
-/// most `drain`) → drop every connection → close the mailbox → join the thread.
+/// most `drain`) → hand pinned actors to CAF's scheduler → drop every connection → close the
+/// mailbox → join the thread.
 
 #include <atomic>
 #include <chrono>
@@ -19,6 +23,7 @@
 #include <caf/expected.hpp>
 
 #include "runtime/call_gate.hpp"
+#include "runtime/kj_execution_unit.hpp"
 #include "runtime/kj_mailbox.hpp"
 #include "runtime/kj_thread.hpp"
 
@@ -48,7 +53,8 @@ public:
   /// Returns once the server listens, or with errc::invalid_argument (bad address) /
   /// errc::unavailable (cannot listen: the message says why, e.g. address in use).
   [[nodiscard]] static caf::expected<std::unique_ptr<rpc_server>>
-  start(const std::string& listen_address, bootstrap_factory make_bootstrap);
+  start(const std::string& listen_address, bootstrap_factory make_bootstrap,
+        std::shared_ptr<kj_execution_unit> pinned = nullptr);
 
   ~rpc_server();
 

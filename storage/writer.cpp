@@ -30,13 +30,13 @@ class writer_impl : public writer_impl_actor::base {
 public:
   using super = writer_impl_actor::base;
 
-  writer_impl(caf::actor_config& cfg, commit_function commit)
-    : super(cfg), commit_(std::move(commit)) {
+  writer_impl(caf::actor_config& cfg, commit_function commit, const char* name = "storage_writer")
+    : super(cfg), commit_(std::move(commit)), name_(name) {
     // nop
   }
 
   const char* name() const override {
-    return "storage_writer";
+    return name_;
   }
 
   behavior_type make_behavior() override {
@@ -119,7 +119,7 @@ private:
   }
 
   actor_snapshot snapshot() {
-    auto s = snapshot_of(this, "storage_writer", "storage_writer",
+    auto s = snapshot_of(this, name_, "storage_writer",
                          waiters_.empty() ? "idle" : "collecting");
     s.counter("batches_committed", batches_committed_)
       .counter("writes_committed", writes_committed_)
@@ -130,6 +130,7 @@ private:
   }
 
   commit_function commit_;
+  const char* name_; ///< in inspection: "storage_writer", or "queue_writer" for the broker's own
 
   // The group being collected: every write's ops, and the promise of every request (writes and
   // flushes) that is answered when the group is durable.
@@ -155,6 +156,12 @@ writer_actor spawn_writer(caf::actor_system& sys, store& db) {
 
 writer_actor spawn_writer(caf::actor_system& sys, commit_function commit) {
   return sys.spawn<writer_impl, caf::detached>(std::move(commit));
+}
+
+writer_actor spawn_pinned_writer(caf::actor_system& sys, store& db,
+                                 std::shared_ptr<pinned_unit> unit, const char* name) {
+  commit_function commit = [&db](const write_batch& batch) { return db.write(batch, /*sync=*/true); };
+  return sys.spawn<pinned<writer_impl>>(std::move(unit), std::move(commit), name);
 }
 
 } // namespace shoal::storage

@@ -9,7 +9,8 @@
 /// fsync, and a reply always means "on stable storage". Requests that arrive during the fsync
 /// form the next group.
 ///
-/// It runs detached (its own thread) because the fsync blocks.
+/// It runs detached (its own thread) because the fsync blocks, except when pinned to a thread
+/// that accepts the blocking (`spawn_pinned_writer`).
 ///
 /// Stopping: send an exit message with a non-normal reason (`anon_send_exit(w,
 /// caf::exit_reason::user_shutdown)`; like any CAF actor it ignores `normal`). Requests that
@@ -24,7 +25,7 @@
 /// A flush joins the group being collected, or is answered at once when idle.
 ///
 /// `write_atom, write_batch, durable_hook`: the same write, plus a callback the writer runs on its
-/// own thread once the group is durable, right after it sent the group's replies (so a requester
+/// thread once the group is durable, right after it sent the group's replies (so a requester
 /// sees its reply before anything the hook causes). Not run if the group failed. The queue broker
 /// uses it to answer a client straight from the writer thread (one thread hand-off less per
 /// durable operation) while it still updates its own state from the reply.
@@ -37,6 +38,7 @@
 #include <caf/typed_actor.hpp>
 
 #include "runtime/inspect.hpp"
+#include "runtime/pinned_actor.hpp"
 #include "storage/store.hpp"
 
 namespace shoal::storage {
@@ -70,6 +72,13 @@ writer_actor spawn_writer(caf::actor_system& sys, store& db);
 
 /// Spawns the writer (detached) over any commit function; tests pass one that blocks or fails.
 writer_actor spawn_writer(caf::actor_system& sys, commit_function commit);
+
+/// A writer pinned to `unit`'s thread (pinned_actor.hpp) instead of its own: its fsync blocks
+/// that thread, and requests from actors pinned there cost no thread hand-off. The queue broker's
+/// writer is pinned to the RPC server's kj thread this way. A null `unit`: a scheduled actor.
+/// `name`: how inspection lists it (a string literal).
+writer_actor spawn_pinned_writer(caf::actor_system& sys, store& db, std::shared_ptr<pinned_unit> unit,
+                                 const char* name);
 
 } // namespace shoal::storage
 

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include <caf/actor_system.hpp>
+#include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
 #include "runtime/errc.hpp"
@@ -1652,11 +1653,27 @@ impl_actor::behavior_type broker_impl(self_ptr self, const storage::store* db,
   };
 }
 
+/// The broker as a class, so that it can be pinned to a thread (pinned_actor.hpp).
+class broker_actor final : public pinned<caf::stateful_actor<broker_state, impl_actor::base>> {
+public:
+  broker_actor(caf::actor_config& cfg, std::shared_ptr<pinned_unit> unit, const storage::store* db,
+               storage::writer_actor writer, queue_broker_config config)
+    : pinned(cfg, std::move(unit)), db_(db), writer_(std::move(writer)), config_(config) {}
+
+  behavior_type make_behavior() override { return broker_impl(this, db_, writer_, config_); }
+
+private:
+  const storage::store* db_;
+  storage::writer_actor writer_;
+  queue_broker_config config_;
+};
+
 } // namespace
 
 queue_broker_actor spawn_queue_broker(caf::actor_system& sys, const storage::store& db,
-                                      storage::writer_actor writer, queue_broker_config cfg) {
-  auto impl = sys.spawn(broker_impl, &db, std::move(writer), cfg);
+                                      storage::writer_actor writer, queue_broker_config cfg,
+                                      std::shared_ptr<pinned_unit> unit) {
+  auto impl = sys.spawn<broker_actor>(std::move(unit), &db, std::move(writer), cfg);
   return caf::actor_cast<queue_broker_actor>(impl);
 }
 

@@ -53,6 +53,7 @@
 #include "actors/queue_broker/queue_store.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/inspect.hpp"
+#include "runtime/pinned_actor.hpp"
 #include "storage/store.hpp"
 #include "storage/writer.hpp"
 
@@ -283,8 +284,13 @@ struct queue_broker_config {
 /// Loads every queue and dict from `db` (deleting ephemeral leftovers of a previous run), then
 /// serves. `db` must outlive the actor; every mutation goes through `writer`. Stop it before the
 /// writer (daemon.cpp): mutations in flight then still get their replies.
+///
+/// With a `unit`, the broker runs on that unit's thread (pinned_actor.hpp): shoald pins it, and a
+/// writer of its own (`storage::spawn_pinned_writer`), to the RPC server's kj thread, so a queue
+/// operation is decoded, applied, made durable and answered without a thread hand-off.
 queue_broker_actor spawn_queue_broker(caf::actor_system& sys, const storage::store& db,
-                                      storage::writer_actor writer, queue_broker_config cfg = {});
+                                      storage::writer_actor writer, queue_broker_config cfg = {},
+                                      std::shared_ptr<pinned_unit> unit = nullptr);
 
 } // namespace shoal::queue_broker
 

@@ -10,6 +10,7 @@
 #include <kj/timer.h>
 
 #include <deque>
+#include <tuple>
 #include <map>
 
 #include "runtime/buffered_stream.hpp"
@@ -105,6 +106,47 @@ std::pair<std::string, std::string> parse_error(const std::string& description,
   return {fallback_code, description};
 }
 
+/// Client-side group commit for queue puts and gets (kj thread only). Puts to one partition
+/// from concurrent callers (threads of one process) travel as one `queuePut`: one request is in
+/// flight per partition, and the callers that arrive meanwhile go together in the next one. Gets
+/// of one partition that arrive in the same event-loop turn go as one `queueGet` for all their
+/// items, which are handed out in arrival order. Each caller still gets exactly its own answer:
+/// a combined put that fails is retried caller by caller (a limit may concern one caller's
+/// items), and a get's waiters keep their own deadlines (a combined get blocks for the shortest;
+/// the waiters it did not serve go again at once with what time they have left).
+/// bench/RESULTS.md ("Queues") has the effect.
+struct queue_lanes {
+  static constexpr size_t max_items = 1000;        ///< per combined request
+  static constexpr size_t max_bytes = size_t{8} << 20;
+
+  using put_key = std::tuple<std::string, std::string, uint64_t>; ///< name, partition, TTL
+  using get_key = std::pair<std::string, std::string>;            ///< name, partition
+
+  struct put_waiter {
+    const std::vector<std::string>* items; ///< the caller's; it waits until `done` settles
+    kj::Own<kj::PromiseFulfiller<void>> done;
+  };
+  struct get_waiter {
+    uint32_t max_items = 1;
+    kj::TimePoint deadline;
+    bool tried = false; ///< was part of a request (a waiter past its deadline then gets nothing)
+    kj::Own<kj::PromiseFulfiller<std::vector<std::string>>> done;
+  };
+  struct put_lane {
+    std::deque<put_waiter> waiting;
+    bool busy = false; ///< a request is in flight (or about to be sent)
+  };
+
+  std::map<put_key, put_lane> puts;
+  std::map<get_key, std::vector<get_waiter>> gets; ///< waiting for this turn's request
+
+  struct no_errors final : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&&) override {} // every task settles its own waiters
+  };
+  no_errors errors;
+  kj::TaskSet tasks{errors};
+};
+
 /// Lives on the kj thread; only touched there.
 struct kj_side {
   kj::AsyncIoContext io = kj::setupAsyncIo();
@@ -120,6 +162,7 @@ struct kj_side {
   // ephemeral objects, by handle id (dropping one deletes its object).
   kj::Maybe<wire::Queues::Client> queues;
   std::map<uint64_t, wire::EphemeralObject::Client> ephemerals;
+  queue_lanes lanes; ///< after `queues`: its requests go first
 };
 
 /// Items pushed by the kj thread, pulled by callers; `done` once the stream ended.
@@ -1272,17 +1315,157 @@ std::vector<data_object_info> connection::list_objects(data_kind kind) {
   return all;
 }
 
+namespace {
+
+using put_batch = std::shared_ptr<std::vector<queue_lanes::put_waiter>>;
+using get_batch = std::shared_ptr<std::vector<queue_lanes::get_waiter>>;
+
+/// Sends one queuePut with every item of `batch` and settles each waiter. Never fails itself.
+kj::Promise<void> send_puts(connection::impl& c, kj_side& s, const queue_lanes::put_key& key,
+                            put_batch batch) {
+  return kj::evalNow([&] {
+           size_t count = 0;
+           for (auto& w : *batch)
+             count += w.items->size();
+           auto req = queues_of(c, s).queuePutRequest();
+           req.setName(std::get<0>(key));
+           req.setPartition(std::get<1>(key));
+           req.setPartitionTtlMs(std::get<2>(key));
+           auto list = req.initItems(static_cast<unsigned>(count));
+           unsigned i = 0;
+           for (auto& w : *batch)
+             for (auto& item : *w.items)
+               list.set(i++, bytes_of(item));
+           return req.send().ignoreResult();
+         })
+    .then([batch]() -> kj::Promise<void> {
+      for (auto& w : *batch)
+        w.done->fulfill();
+      return kj::READY_NOW;
+    },
+          [&c, &s, key, batch](kj::Exception&& e) -> kj::Promise<void> {
+            if (batch->size() == 1 || e.getType() == kj::Exception::Type::DISCONNECTED) {
+              for (auto& w : *batch)
+                w.done->reject(kj::cp(e));
+              return kj::READY_NOW;
+            }
+            // Nothing was stored (a put is all or nothing); one caller's items may be what
+            // broke a limit, so each caller tries alone and gets its own answer.
+            auto alone = kj::heapArrayBuilder<kj::Promise<void>>(batch->size());
+            for (auto& w : *batch) {
+              auto one = std::make_shared<std::vector<queue_lanes::put_waiter>>();
+              one->push_back(std::move(w));
+              alone.add(send_puts(c, s, key, one));
+            }
+            return kj::joinPromises(alone.finish());
+          });
+}
+
+/// Sends the lane's waiting puts, a request at a time, until none wait.
+kj::Promise<void> drain_puts(connection::impl& c, kj_side& s, queue_lanes::put_key key) {
+  auto it = s.lanes.puts.find(key);
+  if (it == s.lanes.puts.end())
+    return kj::READY_NOW;
+  auto& waiting = it->second.waiting;
+  if (waiting.empty()) {
+    s.lanes.puts.erase(it);
+    return kj::READY_NOW;
+  }
+  auto batch = std::make_shared<std::vector<queue_lanes::put_waiter>>();
+  size_t items = 0;
+  size_t bytes = 0;
+  while (!waiting.empty()) {
+    auto& w = waiting.front();
+    size_t b = 0;
+    for (auto& item : *w.items)
+      b += item.size();
+    if (!batch->empty()
+        && (items + w.items->size() > queue_lanes::max_items || bytes + b > queue_lanes::max_bytes))
+      break;
+    items += w.items->size();
+    bytes += b;
+    batch->push_back(std::move(w));
+    waiting.pop_front();
+  }
+  return send_puts(c, s, key, batch).then([&c, &s, key = std::move(key)]() mutable {
+    return drain_puts(c, s, std::move(key));
+  });
+}
+
+/// Sends one queueGet for every waiter of `batch` (those past their deadline get nothing) and
+/// hands out the items in order; waiters left without items go again. Never fails itself.
+kj::Promise<void> send_gets(connection::impl& c, kj_side& s, const queue_lanes::get_key& key,
+                            get_batch batch) {
+  auto now = s.io.provider->getTimer().now();
+  auto live = std::make_shared<std::vector<queue_lanes::get_waiter>>();
+  uint64_t wanted = 0;
+  kj::Duration wait = 0 * kj::MILLISECONDS;
+  bool first = true;
+  for (auto& w : *batch) {
+    if (w.tried && w.deadline <= now) {
+      w.done->fulfill(std::vector<std::string>{});
+      continue;
+    }
+    auto left = w.deadline > now ? w.deadline - now : 0 * kj::MILLISECONDS;
+    wait = first ? left : std::min(wait, left);
+    first = false;
+    w.tried = true;
+    wanted += w.max_items;
+    live->push_back(std::move(w));
+  }
+  if (live->empty())
+    return kj::READY_NOW;
+  return kj::evalNow([&] {
+           auto req = queues_of(c, s).queueGetRequest();
+           req.setName(key.first);
+           req.setPartition(key.second);
+           req.setMaxItems(static_cast<uint32_t>(std::min<uint64_t>(wanted, queue_lanes::max_items)));
+           req.setBlockTimeoutMs(static_cast<uint64_t>((wait + 999 * kj::MICROSECONDS) / kj::MILLISECONDS));
+           return kj::Promise<capnp::Response<wire::Queues::QueueGetResults>>(req.send());
+         })
+    .then(
+      [&c, &s, key, live](capnp::Response<wire::Queues::QueueGetResults> r) -> kj::Promise<void> {
+        auto items = r.getItems();
+        unsigned next = 0;
+        auto unserved = std::make_shared<std::vector<queue_lanes::get_waiter>>();
+        for (auto& w : *live) {
+          if (next >= items.size()) {
+            unserved->push_back(std::move(w));
+            continue;
+          }
+          std::vector<std::string> mine;
+          for (uint32_t k = 0; k < w.max_items && next < items.size(); ++k)
+            mine.push_back(data_string(items[next++]));
+          w.done->fulfill(std::move(mine));
+        }
+        if (unserved->empty())
+          return kj::READY_NOW;
+        return send_gets(c, s, key, unserved);
+      },
+      [live](kj::Exception&& e) -> kj::Promise<void> {
+        for (auto& w : *live)
+          w.done->reject(kj::cp(e));
+        return kj::READY_NOW;
+      });
+}
+
+} // namespace
+
 void connection::queue_put(const std::string& name, const std::string& partition,
                            const std::vector<std::string>& items, uint64_t partition_ttl_ms) {
   impl_->run([&](kj_side& s) {
-    auto req = queues_of(*impl_, s).queuePutRequest();
-    req.setName(name);
-    req.setPartition(partition);
-    req.setPartitionTtlMs(partition_ttl_ms);
-    auto list = req.initItems(static_cast<unsigned>(items.size()));
-    for (unsigned i = 0; i < items.size(); ++i)
-      list.set(i, bytes_of(items[i]));
-    return req.send().ignoreResult();
+    queue_lanes::put_key key{name, partition, partition_ttl_ms};
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    auto& lane = s.lanes.puts[key];
+    lane.waiting.push_back({&items, kj::mv(paf.fulfiller)});
+    if (!lane.busy) {
+      lane.busy = true;
+      // After the turn's other calls joined the lane.
+      s.lanes.tasks.add(kj::evalLast([this, &s, key]() mutable {
+        return drain_puts(*impl_, s, std::move(key));
+      }));
+    }
+    return kj::mv(paf.promise);
   });
 }
 
@@ -1290,19 +1473,20 @@ std::vector<std::string> connection::queue_get(const std::string& name,
                                                const std::string& partition, uint32_t max_items,
                                                uint64_t block_timeout_ms) {
   return impl_->run([&](kj_side& s) {
-    auto req = queues_of(*impl_, s).queueGetRequest();
-    req.setName(name);
-    req.setPartition(partition);
-    req.setMaxItems(max_items);
-    req.setBlockTimeoutMs(block_timeout_ms);
-    return req.send().then([](capnp::Response<wire::Queues::QueueGetResults> r) {
-      std::vector<std::string> out;
-      auto items = r.getItems();
-      out.reserve(items.size());
-      for (auto item : items)
-        out.push_back(data_string(item));
-      return out;
-    });
+    queue_lanes::get_key key{name, partition};
+    auto paf = kj::newPromiseAndFulfiller<std::vector<std::string>>();
+    auto deadline = s.io.provider->getTimer().now() + block_timeout_ms * kj::MILLISECONDS;
+    auto& waiting = s.lanes.gets[key];
+    bool first = waiting.empty();
+    waiting.push_back({max_items, deadline, false, kj::mv(paf.fulfiller)});
+    if (first)
+      s.lanes.tasks.add(kj::evalLast([this, &s, key] {
+        auto it = s.lanes.gets.find(key);
+        auto batch = std::make_shared<std::vector<queue_lanes::get_waiter>>(std::move(it->second));
+        s.lanes.gets.erase(it);
+        return send_gets(*impl_, s, key, batch);
+      }));
+    return kj::mv(paf.promise);
   });
 }
 
