@@ -5,12 +5,14 @@
 #include <mutex>
 #include <thread>
 
+#include <unistd.h>
+
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 #include <kj/timer.h>
 
 #include <deque>
-#include <tuple>
+#include <unordered_map>
 #include <map>
 
 #include "runtime/buffered_stream.hpp"
@@ -106,47 +108,6 @@ std::pair<std::string, std::string> parse_error(const std::string& description,
   return {fallback_code, description};
 }
 
-/// Client-side group commit for queue puts and gets (kj thread only). Puts to one partition
-/// from concurrent callers (threads of one process) travel as one `queuePut`: one request is in
-/// flight per partition, and the callers that arrive meanwhile go together in the next one. Gets
-/// of one partition that arrive in the same event-loop turn go as one `queueGet` for all their
-/// items, which are handed out in arrival order. Each caller still gets exactly its own answer:
-/// a combined put that fails is retried caller by caller (a limit may concern one caller's
-/// items), and a get's waiters keep their own deadlines (a combined get blocks for the shortest;
-/// the waiters it did not serve go again at once with what time they have left).
-/// bench/RESULTS.md ("Queues") has the effect.
-struct queue_lanes {
-  static constexpr size_t max_items = 1000;        ///< per combined request
-  static constexpr size_t max_bytes = size_t{8} << 20;
-
-  using put_key = std::tuple<std::string, std::string, uint64_t>; ///< name, partition, TTL
-  using get_key = std::pair<std::string, std::string>;            ///< name, partition
-
-  struct put_waiter {
-    const std::vector<std::string>* items; ///< the caller's; it waits until `done` settles
-    kj::Own<kj::PromiseFulfiller<void>> done;
-  };
-  struct get_waiter {
-    uint32_t max_items = 1;
-    kj::TimePoint deadline;
-    bool tried = false; ///< was part of a request (a waiter past its deadline then gets nothing)
-    kj::Own<kj::PromiseFulfiller<std::vector<std::string>>> done;
-  };
-  struct put_lane {
-    std::deque<put_waiter> waiting;
-    bool busy = false; ///< a request is in flight (or about to be sent)
-  };
-
-  std::map<put_key, put_lane> puts;
-  std::map<get_key, std::vector<get_waiter>> gets; ///< waiting for this turn's request
-
-  struct no_errors final : kj::TaskSet::ErrorHandler {
-    void taskFailed(kj::Exception&&) override {} // every task settles its own waiters
-  };
-  no_errors errors;
-  kj::TaskSet tasks{errors};
-};
-
 /// Lives on the kj thread; only touched there.
 struct kj_side {
   kj::AsyncIoContext io = kj::setupAsyncIo();
@@ -162,7 +123,7 @@ struct kj_side {
   // ephemeral objects, by handle id (dropping one deletes its object).
   kj::Maybe<wire::Queues::Client> queues;
   std::map<uint64_t, wire::EphemeralObject::Client> ephemerals;
-  queue_lanes lanes; ///< after `queues`: its requests go first
+  kj::Promise<void> disconnect_watch = nullptr;
 };
 
 /// Items pushed by the kj thread, pulled by callers; `done` once the stream ended.
@@ -324,8 +285,50 @@ private:
   std::shared_ptr<std::atomic<bool>> ended_;
 };
 
+/// A connection of the calling thread's own, for queue puts and gets: its kj event loop runs on
+/// that thread during the call, so the call does its socket I/O itself (one `write`, a wait for
+/// the socket, one `read`) instead of handing the work to the connection's kj thread and waiting
+/// to be woken: two thread hand-offs less per operation, as with redis-py's socket per thread.
+/// Opened on a thread's first queue put or get (the same token and environment as the connection,
+/// its own session), kept until the thread ends. The capnp Finish of one call leaves with the next
+/// call's request (the loop does not run between calls). If a channel cannot be opened, queue
+/// calls go through the kj thread like every other call.
+struct thread_channel {
+  pid_t pid = ::getpid(); ///< a forked child must not use (or shut down) its parent's socket
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::TwoPartyClient> rpc;
+  kj::Maybe<wire::Queues::Client> queues;
+
+  ~thread_channel() noexcept(false) {
+    queues = nullptr; // before the connection
+    rpc = nullptr;
+    stream = nullptr;
+  }
+};
+
+/// The calling thread's channels, by connection id.
+struct thread_channels {
+  std::unordered_map<uint64_t, std::unique_ptr<thread_channel>> by_connection;
+
+  ~thread_channels() {
+    for (auto& [id, channel] : by_connection)
+      if (channel && channel->pid != ::getpid())
+        (void)channel.release(); // a forked copy: leave the parent's socket alone
+  }
+};
+
+static thread_local thread_channels this_thread_channels;
+
+static std::atomic<uint64_t> next_connection_id{1};
+
 struct connection::impl {
   std::string address;
+  uint64_t id = next_connection_id++;
+  std::string token;
+  connect_options options;
+  std::atomic<bool> lost{false};         ///< the kj thread saw the server go away
+  std::atomic<bool> channels_off{false}; ///< opening a thread channel failed once: do not retry
   cluster_info hello;
   std::thread thread;
   std::mutex mutex;
@@ -354,13 +357,85 @@ struct connection::impl {
     try {
       return run_raw(std::forward<F>(f));
     } catch (const kj::Exception& ex) {
-      std::string description = ex.getDescription().cStr();
-      if (ex.getType() == kj::Exception::Type::DISCONNECTED)
-        throw rpc_error("unavailable", "lost the connection to shoald at " + address + " ("
-                                         + lowercase_errno_text(description) + ")");
-      auto [code, message] = parse_error(description, "internal");
-      throw rpc_error(code, message);
+      throw translate(ex);
     }
+  }
+
+  rpc_error translate(const kj::Exception& ex) const {
+    std::string description = ex.getDescription().cStr();
+    if (ex.getType() == kj::Exception::Type::DISCONNECTED)
+      return rpc_error("unavailable", "lost the connection to shoald at " + address + " ("
+                                        + lowercase_errno_text(description) + ")");
+    auto [code, message] = parse_error(description, "internal");
+    return rpc_error(code, message);
+  }
+
+  /// The calling thread's channel to this connection's server, opened on first use; nullptr
+  /// when calls must go through the kj thread (closed or lost connection, or no channel).
+  thread_channel* channel() {
+    {
+      std::lock_guard<std::mutex> guard{mutex};
+      if (closed)
+        return nullptr;
+    }
+    if (lost || channels_off)
+      return nullptr;
+    auto& mine = this_thread_channels.by_connection;
+    auto it = mine.find(id);
+    if (it != mine.end()) {
+      if (it->second->pid == ::getpid())
+        return it->second.get();
+      (void)it->second.release(); // inherited through fork: not ours to use or close
+      mine.erase(it);
+    }
+    try {
+      auto opened = open_channel();
+      auto* raw = opened.get();
+      mine.emplace(id, std::move(opened));
+      return raw;
+    } catch (...) {
+      // E.g. this thread runs a kj loop of its own, or the server refused a second session.
+      channels_off = true;
+      return nullptr;
+    }
+  }
+
+  /// Runs `f(queues)` on the calling thread's channel and waits for it there.
+  template <class F>
+  auto run_on(thread_channel& ch, F&& f) {
+    try {
+      KJ_IF_MAYBE (q, ch.queues)
+        return f(*q).wait(ch.io.waitScope);
+      KJ_UNREACHABLE;
+    } catch (const kj::Exception& ex) {
+      if (ex.getType() == kj::Exception::Type::DISCONNECTED)
+        this_thread_channels.by_connection.erase(id); // the next call opens a new one, if it may
+      throw translate(ex);
+    }
+  }
+
+  std::unique_ptr<thread_channel> open_channel() {
+    auto ch = std::make_unique<thread_channel>();
+    auto& c = *ch;
+    auto opened = c.io.provider->getNetwork()
+                    .parseAddress(address)
+                    .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
+                    .then([this, &c](kj::Own<kj::AsyncIoStream> stream) {
+                      c.stream = kj::heap<buffered_stream>(kj::mv(stream));
+                      c.rpc = kj::heap<capnp::TwoPartyClient>(*c.stream);
+                      auto req = c.rpc->bootstrap().castAs<wire::Gateway>().authenticateRequest();
+                      req.setToken(token);
+                      req.setClientVersion(options.client_version);
+                      req.setEnvironment(options.environment);
+                      return req.send().then(
+                        [&c](capnp::Response<wire::Gateway::AuthenticateResults> r) {
+                          c.queues = r.getSession().queuesRequest().send().getQueues();
+                        });
+                    });
+    c.io.provider->getTimer()
+      .timeoutAfter(options.connect_timeout.count() * kj::MILLISECONDS, kj::mv(opened))
+      .wait(c.io.waitScope);
+    return ch;
   }
 
   wire::Session::Client& session(kj_side& s) {
@@ -412,6 +487,8 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
                                              connect_options opts) {
   auto self = std::make_shared<impl>();
   self->address = address;
+  self->token = token;
+  self->options = opts;
   auto* p = self.get();
   p->thread = std::thread([p] {
     kj_side side;
@@ -428,6 +505,7 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
     side.sinks.clear();
     side.ephemerals.clear();
     side.queues = nullptr;
+    side.disconnect_watch = nullptr;
     side.functions = nullptr;
     side.session = nullptr;
     side.rpc = nullptr;
@@ -449,9 +527,13 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
         = s.io.provider->getNetwork()
             .parseAddress(address)
             .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
-            .then([&s, token, version, environment](kj::Own<kj::AsyncIoStream> stream) {
+            .then([&s, p, token, version, environment](kj::Own<kj::AsyncIoStream> stream) {
               s.stream = kj::heap<buffered_stream>(kj::mv(stream));
               s.rpc = kj::heap<capnp::TwoPartyClient>(*s.stream);
+              // Threads' channels must not outlive the server this connection talks to.
+              s.disconnect_watch = s.rpc->onDisconnect()
+                                     .then([p] { p->lost = true; }, [p](kj::Exception&&) { p->lost = true; })
+                                     .eagerlyEvaluate(nullptr);
               auto gateway = s.rpc->bootstrap().castAs<wire::Gateway>();
               auto req = gateway.authenticateRequest();
               req.setToken(token);
@@ -1317,176 +1399,47 @@ std::vector<data_object_info> connection::list_objects(data_kind kind) {
 
 namespace {
 
-using put_batch = std::shared_ptr<std::vector<queue_lanes::put_waiter>>;
-using get_batch = std::shared_ptr<std::vector<queue_lanes::get_waiter>>;
-
-/// Sends one queuePut with every item of `batch` and settles each waiter. Never fails itself.
-kj::Promise<void> send_puts(connection::impl& c, kj_side& s, const queue_lanes::put_key& key,
-                            put_batch batch) {
-  return kj::evalNow([&] {
-           size_t count = 0;
-           for (auto& w : *batch)
-             count += w.items->size();
-           auto req = queues_of(c, s).queuePutRequest();
-           req.setName(std::get<0>(key));
-           req.setPartition(std::get<1>(key));
-           req.setPartitionTtlMs(std::get<2>(key));
-           auto list = req.initItems(static_cast<unsigned>(count));
-           unsigned i = 0;
-           for (auto& w : *batch)
-             for (auto& item : *w.items)
-               list.set(i++, bytes_of(item));
-           return req.send().ignoreResult();
-         })
-    .then([batch]() -> kj::Promise<void> {
-      for (auto& w : *batch)
-        w.done->fulfill();
-      return kj::READY_NOW;
-    },
-          [&c, &s, key, batch](kj::Exception&& e) -> kj::Promise<void> {
-            if (batch->size() == 1 || e.getType() == kj::Exception::Type::DISCONNECTED) {
-              for (auto& w : *batch)
-                w.done->reject(kj::cp(e));
-              return kj::READY_NOW;
-            }
-            // Nothing was stored (a put is all or nothing); one caller's items may be what
-            // broke a limit, so each caller tries alone and gets its own answer.
-            auto alone = kj::heapArrayBuilder<kj::Promise<void>>(batch->size());
-            for (auto& w : *batch) {
-              auto one = std::make_shared<std::vector<queue_lanes::put_waiter>>();
-              one->push_back(std::move(w));
-              alone.add(send_puts(c, s, key, one));
-            }
-            return kj::joinPromises(alone.finish());
-          });
-}
-
-/// Sends the lane's waiting puts, a request at a time, until none wait.
-kj::Promise<void> drain_puts(connection::impl& c, kj_side& s, queue_lanes::put_key key) {
-  auto it = s.lanes.puts.find(key);
-  if (it == s.lanes.puts.end())
-    return kj::READY_NOW;
-  auto& waiting = it->second.waiting;
-  if (waiting.empty()) {
-    s.lanes.puts.erase(it);
-    return kj::READY_NOW;
-  }
-  auto batch = std::make_shared<std::vector<queue_lanes::put_waiter>>();
-  size_t items = 0;
-  size_t bytes = 0;
-  while (!waiting.empty()) {
-    auto& w = waiting.front();
-    size_t b = 0;
-    for (auto& item : *w.items)
-      b += item.size();
-    if (!batch->empty()
-        && (items + w.items->size() > queue_lanes::max_items || bytes + b > queue_lanes::max_bytes))
-      break;
-    items += w.items->size();
-    bytes += b;
-    batch->push_back(std::move(w));
-    waiting.pop_front();
-  }
-  return send_puts(c, s, key, batch).then([&c, &s, key = std::move(key)]() mutable {
-    return drain_puts(c, s, std::move(key));
-  });
-}
-
-/// Sends one queueGet for every waiter of `batch` (those past their deadline get nothing) and
-/// hands out the items in order; waiters left without items go again. Never fails itself.
-kj::Promise<void> send_gets(connection::impl& c, kj_side& s, const queue_lanes::get_key& key,
-                            get_batch batch) {
-  auto now = s.io.provider->getTimer().now();
-  auto live = std::make_shared<std::vector<queue_lanes::get_waiter>>();
-  uint64_t wanted = 0;
-  kj::Duration wait = 0 * kj::MILLISECONDS;
-  bool first = true;
-  for (auto& w : *batch) {
-    if (w.tried && w.deadline <= now) {
-      w.done->fulfill(std::vector<std::string>{});
-      continue;
-    }
-    auto left = w.deadline > now ? w.deadline - now : 0 * kj::MILLISECONDS;
-    wait = first ? left : std::min(wait, left);
-    first = false;
-    w.tried = true;
-    wanted += w.max_items;
-    live->push_back(std::move(w));
-  }
-  if (live->empty())
-    return kj::READY_NOW;
-  return kj::evalNow([&] {
-           auto req = queues_of(c, s).queueGetRequest();
-           req.setName(key.first);
-           req.setPartition(key.second);
-           req.setMaxItems(static_cast<uint32_t>(std::min<uint64_t>(wanted, queue_lanes::max_items)));
-           req.setBlockTimeoutMs(static_cast<uint64_t>((wait + 999 * kj::MICROSECONDS) / kj::MILLISECONDS));
-           return kj::Promise<capnp::Response<wire::Queues::QueueGetResults>>(req.send());
-         })
-    .then(
-      [&c, &s, key, live](capnp::Response<wire::Queues::QueueGetResults> r) -> kj::Promise<void> {
-        auto items = r.getItems();
-        unsigned next = 0;
-        auto unserved = std::make_shared<std::vector<queue_lanes::get_waiter>>();
-        for (auto& w : *live) {
-          if (next >= items.size()) {
-            unserved->push_back(std::move(w));
-            continue;
-          }
-          std::vector<std::string> mine;
-          for (uint32_t k = 0; k < w.max_items && next < items.size(); ++k)
-            mine.push_back(data_string(items[next++]));
-          w.done->fulfill(std::move(mine));
-        }
-        if (unserved->empty())
-          return kj::READY_NOW;
-        return send_gets(c, s, key, unserved);
-      },
-      [live](kj::Exception&& e) -> kj::Promise<void> {
-        for (auto& w : *live)
-          w.done->reject(kj::cp(e));
-        return kj::READY_NOW;
-      });
+/// Runs a Queues call on the calling thread's channel, or else through the kj thread.
+template <class F>
+auto queues_call(connection::impl& c, F&& f) {
+  if (auto* ch = c.channel())
+    return c.run_on(*ch, f);
+  return c.run([&](kj_side& s) { return f(queues_of(c, s)); });
 }
 
 } // namespace
 
 void connection::queue_put(const std::string& name, const std::string& partition,
                            const std::vector<std::string>& items, uint64_t partition_ttl_ms) {
-  impl_->run([&](kj_side& s) {
-    queue_lanes::put_key key{name, partition, partition_ttl_ms};
-    auto paf = kj::newPromiseAndFulfiller<void>();
-    auto& lane = s.lanes.puts[key];
-    lane.waiting.push_back({&items, kj::mv(paf.fulfiller)});
-    if (!lane.busy) {
-      lane.busy = true;
-      // After the turn's other calls joined the lane.
-      s.lanes.tasks.add(kj::evalLast([this, &s, key]() mutable {
-        return drain_puts(*impl_, s, std::move(key));
-      }));
-    }
-    return kj::mv(paf.promise);
+  queues_call(*impl_, [&](wire::Queues::Client& queues) {
+    auto req = queues.queuePutRequest();
+    req.setName(name);
+    req.setPartition(partition);
+    req.setPartitionTtlMs(partition_ttl_ms);
+    auto list = req.initItems(static_cast<unsigned>(items.size()));
+    for (unsigned i = 0; i < items.size(); ++i)
+      list.set(i, bytes_of(items[i]));
+    return req.send().ignoreResult();
   });
 }
 
 std::vector<std::string> connection::queue_get(const std::string& name,
                                                const std::string& partition, uint32_t max_items,
                                                uint64_t block_timeout_ms) {
-  return impl_->run([&](kj_side& s) {
-    queue_lanes::get_key key{name, partition};
-    auto paf = kj::newPromiseAndFulfiller<std::vector<std::string>>();
-    auto deadline = s.io.provider->getTimer().now() + block_timeout_ms * kj::MILLISECONDS;
-    auto& waiting = s.lanes.gets[key];
-    bool first = waiting.empty();
-    waiting.push_back({max_items, deadline, false, kj::mv(paf.fulfiller)});
-    if (first)
-      s.lanes.tasks.add(kj::evalLast([this, &s, key] {
-        auto it = s.lanes.gets.find(key);
-        auto batch = std::make_shared<std::vector<queue_lanes::get_waiter>>(std::move(it->second));
-        s.lanes.gets.erase(it);
-        return send_gets(*impl_, s, key, batch);
-      }));
-    return kj::mv(paf.promise);
+  return queues_call(*impl_, [&](wire::Queues::Client& queues) {
+    auto req = queues.queueGetRequest();
+    req.setName(name);
+    req.setPartition(partition);
+    req.setMaxItems(max_items);
+    req.setBlockTimeoutMs(block_timeout_ms);
+    return req.send().then([](capnp::Response<wire::Queues::QueueGetResults> r) {
+      std::vector<std::string> out;
+      auto items = r.getItems();
+      out.reserve(items.size());
+      for (auto item : items)
+        out.push_back(data_string(item));
+      return out;
+    });
   });
 }
 

@@ -5,6 +5,9 @@
 
 #include <fstream>
 #include <set>
+#include <thread>
+
+#include <kj/async.h>
 #include <unistd.h>
 
 #include "runtime/client/client.hpp"
@@ -68,7 +71,8 @@ TEST_CASE("a client with the bootstrap token sees the node's info and its actors
   for (const auto& a : actors)
     names.insert(a.name);
   CHECK(names == std::set<std::string>{"admin", "block_server", "gateway", "image_builder",
-                                      "node_agent", "queue_broker", "scheduler", "storage_writer"});
+                                      "node_agent", "queue_broker", "queue_writer", "scheduler",
+                                      "storage_writer"});
   CHECK(info.actor_count == actors.size());
   for (const auto& a : actors)
     CHECK(a.state != "unresponsive");
@@ -243,4 +247,51 @@ TEST_CASE("a listen address that is not host:port is refused before anything sta
   REQUIRE_FALSE(d);
   CHECK(shoal::code_of(d.error()) == shoal::errc::invalid_argument);
   CHECK(shoal::message_of(d.error()).find("'localhost'") != std::string::npos);
+}
+
+namespace {
+
+int64_t authentications(connection& conn) {
+  for (const auto& a : conn.list_actors())
+    if (a.name == "gateway")
+      for (const auto& [name, value] : a.counters)
+        if (name == "authentications")
+          return value;
+  FAIL("the gateway reports no authentications counter");
+  return -1;
+}
+
+} // namespace
+
+TEST_CASE("queue puts and gets use a connection of the calling thread's own, else the kj thread") {
+  shoal::test::temp_dir tmp;
+  auto d = shoal::daemon::start(config_for(tmp.path()));
+  REQUIRE(d);
+  auto conn = connection::open((*d)->facts().listen_address, read_line(tmp.sub("admin.token")));
+  conn->lookup_object(shoal::client::data_kind::queue, "q", true);
+  auto round_trip = [&](const std::string& item) {
+    conn->queue_put("q", "", {item}, 0);
+    auto got = conn->queue_get("q", "", 1, 1000);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0] == item);
+  };
+
+  auto before = authentications(*conn);
+  std::thread([&] {
+    round_trip("a");
+    round_trip("b"); // the same channel
+  }).join();
+  CHECK(authentications(*conn) == before + 1); // the thread's channel authenticated once
+  round_trip("c");
+  CHECK(authentications(*conn) == before + 2); // and this thread's
+
+  SECTION("a thread that runs a kj event loop of its own is served by the connection's thread") {
+    auto now = authentications(*conn);
+    std::thread([&] {
+      kj::EventLoop loop;
+      kj::WaitScope scope{loop}; // a channel cannot set up its own loop here
+      round_trip("d");
+    }).join();
+    CHECK(authentications(*conn) == now);
+  }
 }
