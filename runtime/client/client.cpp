@@ -5,7 +5,7 @@
 #include <mutex>
 #include <thread>
 
-#include <unistd.h>
+#include <pthread.h>
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
@@ -293,8 +293,21 @@ private:
 /// its own session), kept until the thread ends. The capnp Finish of one call leaves with the next
 /// call's request (the loop does not run between calls). If a channel cannot be opened, queue
 /// calls go through the kj thread like every other call.
+/// Bumped in a forked child (pthread_atfork): channels from before the fork are the parent's.
+static std::atomic<uint64_t> fork_generation{0};
+
+static uint64_t current_fork_generation() {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { ++fork_generation; });
+    return true;
+  }();
+  (void)registered;
+  return fork_generation.load(std::memory_order_relaxed);
+}
+
 struct thread_channel {
-  pid_t pid = ::getpid(); ///< a forked child must not use (or shut down) its parent's socket
+  /// A forked child must not use (or shut down) its parent's socket.
+  uint64_t generation = current_fork_generation();
   kj::AsyncIoContext io = kj::setupAsyncIo();
   kj::Own<kj::AsyncIoStream> stream;
   kj::Own<capnp::TwoPartyClient> rpc;
@@ -313,7 +326,7 @@ struct thread_channels {
 
   ~thread_channels() {
     for (auto& [id, channel] : by_connection)
-      if (channel && channel->pid != ::getpid())
+      if (channel && channel->generation != current_fork_generation())
         (void)channel.release(); // a forked copy: leave the parent's socket alone
   }
 };
@@ -383,7 +396,7 @@ struct connection::impl {
     auto& mine = this_thread_channels.by_connection;
     auto it = mine.find(id);
     if (it != mine.end()) {
-      if (it->second->pid == ::getpid())
+      if (it->second->generation == current_fork_generation())
         return it->second.get();
       (void)it->second.release(); // inherited through fork: not ours to use or close
       mine.erase(it);

@@ -275,6 +275,54 @@ def test_concurrent_puts_share_fsyncs(sdk, shoald):
     q.clear()
 
 
+def test_a_forked_child_leaves_its_parents_queue_connection_alone(sdk, shoald):
+    import ctypes
+    import os
+    import sys
+
+    q = sdk.Queue.from_name("forked", create_if_missing=True)
+    q.clear()
+    seen = []
+
+    def forker():
+        # This thread's own queue connection exists before the fork; the child continues on a
+        # copy of this thread, so its exit runs the destructors of that copy's thread-locals.
+        q.put("before")
+        seen.append(q.get(timeout=5))
+        pid = os.fork()
+        if pid == 0:  # the child: a connection of its own; the parent's socket must stay as is
+            code = 1
+            try:
+                conn = connect(shoald)
+                conn._call("child put", lambda c: c.queue_put("forked", "", [pickle.dumps("child")], 0))
+                conn.close()
+                code = 0
+            finally:
+                sys.stdout.flush()
+                ctypes.CDLL(None).exit(code)  # C's exit: thread-local destructors run
+        deadline = time.monotonic() + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.05)
+        seen.append(os.waitstatus_to_exitcode(status))
+        # Had the child torn down its inherited copy of this connection, it would have taken the
+        # socket out of the epoll set the two processes share, and these calls would hang.
+        seen.append(q.get(timeout=5))
+        q.put("after")
+        seen.append(q.get(timeout=5))
+
+    thread = threading.Thread(target=forker, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert seen == ["before", 0, "child", "after"], "queue calls failed or hung after a fork"
+
+
 def test_concurrent_puts_travel_together_but_each_caller_gets_its_own_answer(sdk):
     q = sdk.Queue.from_name("lanes-put", create_if_missing=True)
     barrier = threading.Barrier(16)
