@@ -3,10 +3,11 @@
 /// before RocksDB appends to them, so a synced write overwrites blocks the file already has.
 ///
 /// Why: every durable write in Shoal ends in the WAL's `fdatasync`. When the write makes the file
-/// longer, `fdatasync` must also commit the new size and extents through the file system's
-/// journal: two device flushes instead of one. On this VM's ext4 an append + `fdatasync` of
-/// 120 bytes takes ~150-175 µs and an overwrite + `fdatasync` ~90 µs (bench/RESULTS.md,
-/// "Queues"). PostgreSQL zero-fills its WAL segments for the same reason (`wal_init_zero`).
+/// longer, `fdatasync` must also make the new size (and any new block) durable: the inode is
+/// written too (through the journal on a journaling file system), so the sync costs more device
+/// writes than the data alone. On this VM's ext4 an append + `fdatasync` of 120 bytes took
+/// ~150-175 µs and an overwrite + `fdatasync` ~90 µs. PostgreSQL zero-fills its WAL segments for
+/// the same reason (`wal_init_zero`).
 ///
 /// How: a new `*.log` file is created and `zero_fill_bytes` of zeros are written and synced; RocksDB
 /// then writes it from offset 0 (the file is opened the way RocksDB reopens a recycled log, without
