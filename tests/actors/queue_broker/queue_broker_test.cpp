@@ -458,6 +458,13 @@ TEST_CASE("ephemeral objects left by a previous run are deleted at start") {
   CHECK(code_of(err) == errc::not_found);
   f.restart_broker(); // and nothing of it is left on disk
   CHECK(f.ask<std::vector<object_info>>(list_atom::value, object_kind::queue, env).empty());
+  {
+    // The clean-up is written without waiting (a crash before it only repeats it at the next
+    // start); the writer received it before this flush, so after the flush it is on disk.
+    caf::scoped_actor self{*f.sys};
+    self->request(f.writer, reply_timeout, storage::flush_atom::value)
+      .receive([] {}, [&](caf::error& err) { FAIL("flush failed: " << message_of(err)); });
+  }
   size_t keys = 0;
   REQUIRE_FALSE(f.db->scan(storage::table::queues, "", [&](std::string_view, std::string_view) {
     ++keys;
