@@ -2,6 +2,7 @@
 
     /usr/bin/python3 bench/queue_bench.py                 # 1 and 50 clients, 10 s each
     /usr/bin/python3 bench/queue_bench.py --seconds 3     # a quicker smoke run
+    /usr/bin/python3 bench/queue_bench.py --rounds 3      # Shoal and Redis alternating, medians
 
 Workload: every client loops `put(item)` then `get()` (blocking, 30 s limit) on one shared queue;
 items are ~100-byte pickled dicts. Reported: completed put+get pairs per second (all clients
@@ -259,49 +260,73 @@ def main():
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time per configuration")
     parser.add_argument("--clients", default="1,50", help="client counts, comma-separated")
     parser.add_argument("--threads-per-process", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate Shoal and Redis `always` this many times per client count and "
+                             "report each row's median (this VM drifts between minutes)")
     parser.add_argument("--dir", default="/var/tmp", help="parent of the data dirs (a real disk, not tmpfs)")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
 
     base = Path(tempfile.mkdtemp(prefix="queue-bench-", dir=args.dir))
-    rows = []
+    runs = {}  # (label, clients) -> [result, ...]
     notes = []
+
+    def record(label, n, r):
+        runs.setdefault((label, n), []).append(r)
+        print(f"{label} {n}: {r}", file=sys.stderr, flush=True)
+
     try:
         shoald = Shoald(base)
-        for n in clients:
-            before = shoald.batches()
-            r = measure(shoal_worker, (shoald.addr, shoald.token), n, args.seconds, args.threads_per_process,
-                        shoald.proc.pid)
-            after = shoald.batches()
-            fsyncs = after["batches_committed"] - before["batches_committed"]
-            writes = after["writes_committed"] - before["writes_committed"]
-            notes.append(f"shoal, {n} client(s): {writes} writes in {fsyncs} fsyncs "
-                         f"({writes / max(fsyncs, 1):.1f} per fsync)")
-            rows.append(("Shoal (fsync before ack)", n, r))
-            print(f"shoal {n}: {r}", file=sys.stderr, flush=True)
-        shoald.stop()
-        for fsync, label in (("always", "Redis appendfsync always"), ("everysec", "Redis appendfsync everysec")):
-            server = Redis(base, fsync)
+        always = Redis(base, "always")
+        for _ in range(args.rounds):
             for n in clients:
-                r = measure(redis_worker, (server.port,), n, args.seconds, args.threads_per_process,
-                            server.proc.pid)
-                rows.append((label, n, r))
-                print(f"redis {fsync} {n}: {r}", file=sys.stderr, flush=True)
-            server.stop()
+                before = shoald.batches()
+                r = measure(shoal_worker, (shoald.addr, shoald.token), n, args.seconds,
+                            args.threads_per_process, shoald.proc.pid)
+                after = shoald.batches()
+                fsyncs = after["batches_committed"] - before["batches_committed"]
+                writes = after["writes_committed"] - before["writes_committed"]
+                notes.append(f"shoal, {n} client(s): {writes} writes in {fsyncs} fsyncs "
+                             f"({writes / max(fsyncs, 1):.1f} per fsync)")
+                record("Shoal (fsync before ack)", n, r)
+                record("Redis appendfsync always", n,
+                       measure(redis_worker, (always.port,), n, args.seconds, args.threads_per_process,
+                               always.proc.pid))
+        shoald.stop()
+        always.stop()
+        everysec = Redis(base, "everysec")
+        for n in clients:
+            record("Redis appendfsync everysec", n,
+                   measure(redis_worker, (everysec.port,), n, args.seconds, args.threads_per_process,
+                           everysec.proc.pid))
+        everysec.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
+    def median_of(results):
+        ordered = sorted(results, key=lambda r: r["pairs_per_s"])
+        return ordered[len(ordered) // 2]
+
     today = datetime.date.today().isoformat()
     print(f"Run {today} on {platform.node()}: {os.cpu_count()} cores, {platform.platform()}, "
-          f"Python {platform.python_version()}; {args.seconds:.0f} s per row; data on {args.dir}.")
+          f"Python {platform.python_version()}; {args.seconds:.0f} s per row; data on {args.dir}; "
+          f"{args.rounds} round(s), Shoal and Redis `always` alternating"
+          + ("; each row is the median round by pairs/s" if args.rounds > 1 else "") + ".")
     print()
     print("| system | clients | put+get pairs/s | put ack p50 (ms) | put ack p99 (ms) "
           "| client CPU/pair (µs) | server CPU/pair (µs) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for label, n, r in rows:
-        print(f"| {label} | {n} | {r['pairs_per_s']:.0f} | {r['put_p50_ms']:.2f} | {r['put_p99_ms']:.2f} "
-              f"| {r['client_us']:.0f} | {r['server_us']:.0f} |")
+    for label in ("Shoal (fsync before ack)", "Redis appendfsync always", "Redis appendfsync everysec"):
+        for n in clients:
+            r = median_of(runs[(label, n)])
+            print(f"| {label} | {n} | {r['pairs_per_s']:.0f} | {r['put_p50_ms']:.2f} | {r['put_p99_ms']:.2f} "
+                  f"| {r['client_us']:.0f} | {r['server_us']:.0f} |")
     print()
+    if args.rounds > 1:
+        for (label, n), results in runs.items():
+            if len(results) > 1:
+                print(f"- {label}, {n} client(s), every round: "
+                      + ", ".join(f"{r['pairs_per_s']:.0f}" for r in results) + " pairs/s")
     for note in notes:
         print(f"- {note}")
 
