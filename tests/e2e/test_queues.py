@@ -323,8 +323,8 @@ def test_a_forked_child_leaves_its_parents_queue_connection_alone(sdk, shoald):
     assert seen == ["before", 0, "child", "after"], "queue calls failed or hung after a fork"
 
 
-def test_concurrent_puts_travel_together_but_each_caller_gets_its_own_answer(sdk):
-    q = sdk.Queue.from_name("lanes-put", create_if_missing=True)
+def test_concurrent_puts_each_get_their_own_answer(sdk):
+    q = sdk.Queue.from_name("concurrent-put", create_if_missing=True)
     barrier = threading.Barrier(16)
     errors = {}
 
@@ -353,7 +353,7 @@ def test_concurrent_puts_travel_together_but_each_caller_gets_its_own_answer(sdk
 
 
 def test_concurrent_gets_share_items_in_order_and_keep_their_own_deadlines(sdk):
-    q = sdk.Queue.from_name("lanes-get", create_if_missing=True)
+    q = sdk.Queue.from_name("concurrent-get", create_if_missing=True)
     q.clear()
     q.put_many(list(range(5)))
     barrier = threading.Barrier(10)
