@@ -17,7 +17,7 @@
 ///   (`kj::evalLast`), so every message produced in one burst of events leaves together. Larger
 ///   writes go straight to the socket after the buffered bytes, in order. Past 1 MiB of pending
 ///   bytes a write waits until they are on the socket (back-pressure).
-/// - A write that fails fails every later write, and `whenWriteDisconnected` reports it.
+/// - A write that fails fails every later write (`whenWriteDisconnected` is the socket's own).
 ///   `shutdownWrite` sends the buffered bytes first.
 ///
 /// One read and one write may be outstanding at a time (the `kj::AsyncIoStream` contract). kj

@@ -17,7 +17,8 @@
 ///
 /// Recovery is unchanged: RocksDB's log reader skips zero blocks (record type 0 is reserved for
 /// preallocated files), and a torn record fails its checksum as it would at the end of a shorter
-/// file. tests/storage/store_test.cpp reopens logs left by killed writers.
+/// file. tests/storage/wal_file_system_test.cpp opens a crash image of such logs with plain RocksDB,
+/// and the storage crash test SIGKILLs writers on top of them.
 ///
 /// Other files pass through untouched.
 

@@ -148,10 +148,13 @@ private:
 
 } // namespace
 
+/// Groups go to `db` with one synced write.
+static commit_function synced_commit(store& db) {
+  return [&db](const write_batch& batch) { return db.write(batch, /*sync=*/true); };
+}
+
 writer_actor spawn_writer(caf::actor_system& sys, store& db) {
-  return spawn_writer(sys, [&db](const write_batch& batch) {
-    return db.write(batch, /*sync=*/true);
-  });
+  return spawn_writer(sys, synced_commit(db));
 }
 
 writer_actor spawn_writer(caf::actor_system& sys, commit_function commit) {
@@ -160,8 +163,7 @@ writer_actor spawn_writer(caf::actor_system& sys, commit_function commit) {
 
 writer_actor spawn_pinned_writer(caf::actor_system& sys, store& db,
                                  std::shared_ptr<pinned_unit> unit, const char* name) {
-  commit_function commit = [&db](const write_batch& batch) { return db.write(batch, /*sync=*/true); };
-  return sys.spawn<pinned<writer_impl>>(std::move(unit), std::move(commit), name);
+  return sys.spawn<pinned<writer_impl>>(std::move(unit), synced_commit(db), name);
 }
 
 } // namespace shoal::storage

@@ -285,14 +285,26 @@ private:
   std::shared_ptr<std::atomic<bool>> ended_;
 };
 
-/// A connection of the calling thread's own, for queue puts and gets: its kj event loop runs on
-/// that thread during the call, so the call does its socket I/O itself (one `write`, a wait for
-/// the socket, one `read`) instead of handing the work to the connection's kj thread and waiting
-/// to be woken: two thread hand-offs less per operation, as with redis-py's socket per thread.
-/// Opened on a thread's first queue put or get (the same token and environment as the connection,
-/// its own session), kept until the thread ends. The capnp Finish of one call leaves with the next
-/// call's request (the loop does not run between calls). If a channel cannot be opened, queue
-/// calls go through the kj thread like every other call.
+/// Connects to `address` over a `buffered_stream` (kept in `stream`, `rpc`, which must outlive
+/// the promise) and authenticates: what the connection's kj thread and every thread channel do.
+static kj::Promise<capnp::Response<wire::Gateway::AuthenticateResults>>
+connect_and_authenticate(kj::AsyncIoProvider& io, const std::string& address, const std::string& token,
+                         const connect_options& options, kj::Own<kj::AsyncIoStream>& stream,
+                         kj::Own<capnp::TwoPartyClient>& rpc) {
+  return io.getNetwork()
+    .parseAddress(address)
+    .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
+    .then([&stream, &rpc, token, options](kj::Own<kj::AsyncIoStream> connected) {
+      stream = kj::heap<buffered_stream>(kj::mv(connected));
+      rpc = kj::heap<capnp::TwoPartyClient>(*stream);
+      auto req = rpc->bootstrap().castAs<wire::Gateway>().authenticateRequest();
+      req.setToken(token);
+      req.setClientVersion(options.client_version);
+      req.setEnvironment(options.environment);
+      return req.send();
+    });
+}
+
 /// Bumped in a forked child (pthread_atfork): channels from before the fork are the parent's.
 static std::atomic<uint64_t> fork_generation{0};
 
@@ -305,6 +317,14 @@ static uint64_t current_fork_generation() {
   return fork_generation.load(std::memory_order_relaxed);
 }
 
+/// A connection of the calling thread's own, for queue puts and gets: its kj event loop runs on
+/// that thread during the call, so the call does its socket I/O itself (one `write`, a wait for
+/// the socket, one `read`) instead of handing the work to the connection's kj thread and waiting
+/// to be woken: two thread hand-offs less per operation, as with redis-py's socket per thread.
+/// Opened on a thread's first queue put or get (the same token and environment as the connection,
+/// its own session), kept until the thread ends. The capnp Finish of one call leaves with the next
+/// call's request (the loop does not run between calls). If a channel cannot be opened, queue
+/// calls go through the kj thread like every other call.
 struct thread_channel {
   /// A forked child must not use (or shut down) its parent's socket.
   uint64_t generation = current_fork_generation();
@@ -430,20 +450,9 @@ struct connection::impl {
   std::unique_ptr<thread_channel> open_channel() {
     auto ch = std::make_unique<thread_channel>();
     auto& c = *ch;
-    auto opened = c.io.provider->getNetwork()
-                    .parseAddress(address)
-                    .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
-                    .then([this, &c](kj::Own<kj::AsyncIoStream> stream) {
-                      c.stream = kj::heap<buffered_stream>(kj::mv(stream));
-                      c.rpc = kj::heap<capnp::TwoPartyClient>(*c.stream);
-                      auto req = c.rpc->bootstrap().castAs<wire::Gateway>().authenticateRequest();
-                      req.setToken(token);
-                      req.setClientVersion(options.client_version);
-                      req.setEnvironment(options.environment);
-                      return req.send().then(
-                        [&c](capnp::Response<wire::Gateway::AuthenticateResults> r) {
-                          c.queues = r.getSession().queuesRequest().send().getQueues();
-                        });
+    auto opened = connect_and_authenticate(*c.io.provider, address, token, options, c.stream, c.rpc)
+                    .then([&c](capnp::Response<wire::Gateway::AuthenticateResults> r) {
+                      c.queues = r.getSession().queuesRequest().send().getQueues();
                     });
     c.io.provider->getTimer()
       .timeoutAfter(options.connect_timeout.count() * kj::MILLISECONDS, kj::mv(opened))
@@ -531,31 +540,18 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
   std::unique_ptr<connection> conn{new connection(std::move(self))};
 
   auto timeout = opts.connect_timeout;
-  auto version = opts.client_version;
-  auto environment = opts.environment;
   try {
     p->hello = p->run_raw([&](kj_side& s) {
       auto& timer = s.io.provider->getTimer();
       auto connected
-        = s.io.provider->getNetwork()
-            .parseAddress(address)
-            .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
-            .then([&s, p, token, version, environment](kj::Own<kj::AsyncIoStream> stream) {
-              s.stream = kj::heap<buffered_stream>(kj::mv(stream));
-              s.rpc = kj::heap<capnp::TwoPartyClient>(*s.stream);
+        = connect_and_authenticate(*s.io.provider, address, token, opts, s.stream, s.rpc)
+            .then([&s, p](capnp::Response<wire::Gateway::AuthenticateResults> r) {
+              s.session = r.getSession();
               // Threads' channels must not outlive the server this connection talks to.
               s.disconnect_watch = s.rpc->onDisconnect()
                                      .then([p] { p->lost = true; }, [p](kj::Exception&&) { p->lost = true; })
                                      .eagerlyEvaluate(nullptr);
-              auto gateway = s.rpc->bootstrap().castAs<wire::Gateway>();
-              auto req = gateway.authenticateRequest();
-              req.setToken(token);
-              req.setClientVersion(version);
-              req.setEnvironment(environment);
-              return req.send().then([&s](capnp::Response<wire::Gateway::AuthenticateResults> r) {
-                s.session = r.getSession();
-                return convert(r.getInfo());
-              });
+              return convert(r.getInfo());
             });
       return timer.timeoutAfter(timeout.count() * kj::MILLISECONDS, kj::mv(connected));
     });
