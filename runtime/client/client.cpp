@@ -1,4 +1,5 @@
 #include "runtime/client/client.hpp"
+#include "runtime/client/sync_rpc.hpp"
 
 #include <atomic>
 #include <condition_variable>
@@ -317,38 +318,21 @@ static uint64_t current_fork_generation() {
   return fork_generation.load(std::memory_order_relaxed);
 }
 
-/// A connection of the calling thread's own, for queue puts and gets: its kj event loop runs on
-/// that thread during the call, so the call does its socket I/O itself (one `write`, a wait for
-/// the socket, one `read`) instead of handing the work to the connection's kj thread and waiting
-/// to be woken: two thread hand-offs less per operation, as with redis-py's socket per thread.
-/// Opened on a thread's first queue put or get (the same token and environment as the connection,
-/// its own session), kept until the thread ends. The capnp Finish of one call leaves with the next
-/// call's request (the loop does not run between calls). If a channel cannot be opened, queue
-/// calls go through the kj thread like every other call.
+/// A connection of the calling thread's own, for queue puts and gets: a `sync_rpc` (capnp RPC
+/// over a blocking socket, no event loop), so a call is one `send` and a blocking `recv` on the
+/// calling thread instead of a hand-off to the connection's kj thread and back, as with
+/// redis-py's socket per thread. Opened on a thread's first queue put or get (the same token and
+/// environment as the connection, its own session), kept until the thread ends. If a channel
+/// cannot be opened, queue calls go through the kj thread like every other call.
 struct thread_channel {
-  /// A forked child must not use (or shut down) its parent's socket.
+  /// Channels from before a fork are the parent's: a child closes its copy and opens its own.
   uint64_t generation = current_fork_generation();
-  kj::AsyncIoContext io = kj::setupAsyncIo();
-  kj::Own<kj::AsyncIoStream> stream;
-  kj::Own<capnp::TwoPartyClient> rpc;
-  kj::Maybe<wire::Queues::Client> queues;
-
-  ~thread_channel() noexcept(false) {
-    queues = nullptr; // before the connection
-    rpc = nullptr;
-    stream = nullptr;
-  }
+  std::unique_ptr<sync_rpc> rpc;
 };
 
 /// The calling thread's channels, by connection id.
 struct thread_channels {
   std::unordered_map<uint64_t, std::unique_ptr<thread_channel>> by_connection;
-
-  ~thread_channels() {
-    for (auto& [id, channel] : by_connection)
-      if (channel && channel->generation != current_fork_generation())
-        (void)channel.release(); // a forked copy: leave the parent's socket alone
-  }
 };
 
 static thread_local thread_channels this_thread_channels;
@@ -361,7 +345,7 @@ struct connection::impl {
   std::string token;
   connect_options options;
   std::atomic<bool> lost{false};         ///< the kj thread saw the server go away
-  std::atomic<bool> channels_off{false}; ///< opening a thread channel failed once: do not retry
+  std::atomic<bool> channels_off{false}; ///< not wanted, or opening one failed: do not try
   cluster_info hello;
   std::thread thread;
   std::mutex mutex;
@@ -418,8 +402,7 @@ struct connection::impl {
     if (it != mine.end()) {
       if (it->second->generation == current_fork_generation())
         return it->second.get();
-      (void)it->second.release(); // inherited through fork: not ours to use or close
-      mine.erase(it);
+      mine.erase(it); // inherited through fork: closing our copy leaves the parent's socket alone
     }
     try {
       auto opened = open_channel();
@@ -427,19 +410,17 @@ struct connection::impl {
       mine.emplace(id, std::move(opened));
       return raw;
     } catch (...) {
-      // E.g. this thread runs a kj loop of its own, or the server refused a second session.
+      // E.g. an address this client cannot dial itself, or the server refused a second session.
       channels_off = true;
       return nullptr;
     }
   }
 
-  /// Runs `f(queues)` on the calling thread's channel and waits for it there.
+  /// Runs `f(rpc)` on the calling thread's channel.
   template <class F>
   auto run_on(thread_channel& ch, F&& f) {
     try {
-      KJ_IF_MAYBE (q, ch.queues)
-        return f(*q).wait(ch.io.waitScope);
-      KJ_UNREACHABLE;
+      return f(*ch.rpc);
     } catch (const kj::Exception& ex) {
       if (ex.getType() == kj::Exception::Type::DISCONNECTED)
         this_thread_channels.by_connection.erase(id); // the next call opens a new one, if it may
@@ -449,14 +430,8 @@ struct connection::impl {
 
   std::unique_ptr<thread_channel> open_channel() {
     auto ch = std::make_unique<thread_channel>();
-    auto& c = *ch;
-    auto opened = connect_and_authenticate(*c.io.provider, address, token, options, c.stream, c.rpc)
-                    .then([&c](capnp::Response<wire::Gateway::AuthenticateResults> r) {
-                      c.queues = r.getSession().queuesRequest().send().getQueues();
-                    });
-    c.io.provider->getTimer()
-      .timeoutAfter(options.connect_timeout.count() * kj::MILLISECONDS, kj::mv(opened))
-      .wait(c.io.waitScope);
+    ch->rpc = std::make_unique<sync_rpc>(address, token, options.client_version, options.environment,
+                                         options.connect_timeout);
     return ch;
   }
 
@@ -511,6 +486,7 @@ std::unique_ptr<connection> connection::open(const std::string& address, const s
   self->address = address;
   self->token = token;
   self->options = opts;
+  self->channels_off = !opts.thread_channels;
   auto* p = self.get();
   p->thread = std::thread([p] {
     kj_side side;
@@ -1408,40 +1384,54 @@ std::vector<data_object_info> connection::list_objects(data_kind kind) {
 
 namespace {
 
-/// Runs a Queues call on the calling thread's channel, or else through the kj thread.
-template <class F>
-auto queues_call(connection::impl& c, F&& f) {
+/// Runs Queues method `method` (its ordinal in schema/queues.capnp) on the calling thread's
+/// channel, or else through the kj thread, where `request(queues)` makes the request: `fill`
+/// writes the parameters, `read` turns the results into the return value.
+template <class Params, class Results, class Request, class Fill, class Read>
+auto queues_call(connection::impl& c, uint16_t method, Request&& request, Fill&& fill, Read&& read) {
   if (auto* ch = c.channel())
-    return c.run_on(*ch, f);
-  return c.run([&](kj_side& s) { return f(queues_of(c, s)); });
+    return c.run_on(*ch, [&](sync_rpc& rpc) {
+      return rpc.call<Params, Results>(rpc.caps().queues, capnp::typeId<wire::Queues>(), method,
+                                       fill, read);
+    });
+  return c.run([&](kj_side& s) {
+    auto req = request(queues_of(c, s));
+    fill(req);
+    return req.send().then([&read](capnp::Response<Results> r) { return read(r); });
+  });
 }
 
 } // namespace
 
 void connection::queue_put(const std::string& name, const std::string& partition,
                            const std::vector<std::string>& items, uint64_t partition_ttl_ms) {
-  queues_call(*impl_, [&](wire::Queues::Client& queues) {
-    auto req = queues.queuePutRequest();
-    req.setName(name);
-    req.setPartition(partition);
-    req.setPartitionTtlMs(partition_ttl_ms);
-    auto list = req.initItems(static_cast<unsigned>(items.size()));
-    for (unsigned i = 0; i < items.size(); ++i)
-      list.set(i, bytes_of(items[i]));
-    return req.send().ignoreResult();
-  });
+  using W = wire::Queues;
+  queues_call<W::QueuePutParams, W::QueuePutResults>(
+    *impl_, 5 /* queuePut @5 */, [](W::Client& q) { return q.queuePutRequest(); },
+    [&](W::QueuePutParams::Builder req) {
+      req.setName(name);
+      req.setPartition(partition);
+      req.setPartitionTtlMs(partition_ttl_ms);
+      auto list = req.initItems(static_cast<unsigned>(items.size()));
+      for (unsigned i = 0; i < items.size(); ++i)
+        list.set(i, bytes_of(items[i]));
+    },
+    [](W::QueuePutResults::Reader) { return true; });
 }
 
 std::vector<std::string> connection::queue_get(const std::string& name,
                                                const std::string& partition, uint32_t max_items,
                                                uint64_t block_timeout_ms) {
-  return queues_call(*impl_, [&](wire::Queues::Client& queues) {
-    auto req = queues.queueGetRequest();
-    req.setName(name);
-    req.setPartition(partition);
-    req.setMaxItems(max_items);
-    req.setBlockTimeoutMs(block_timeout_ms);
-    return req.send().then([](capnp::Response<wire::Queues::QueueGetResults> r) {
+  using W = wire::Queues;
+  return queues_call<W::QueueGetParams, W::QueueGetResults>(
+    *impl_, 6 /* queueGet @6 */, [](W::Client& q) { return q.queueGetRequest(); },
+    [&](W::QueueGetParams::Builder req) {
+      req.setName(name);
+      req.setPartition(partition);
+      req.setMaxItems(max_items);
+      req.setBlockTimeoutMs(block_timeout_ms);
+    },
+    [](W::QueueGetResults::Reader r) {
       std::vector<std::string> out;
       auto items = r.getItems();
       out.reserve(items.size());
@@ -1449,7 +1439,6 @@ std::vector<std::string> connection::queue_get(const std::string& name,
         out.push_back(data_string(item));
       return out;
     });
-  });
 }
 
 uint64_t connection::queue_len(const std::string& name, const std::string& partition, bool total) {

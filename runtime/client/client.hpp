@@ -352,6 +352,10 @@ struct connect_options {
   std::string client_version = "0.1.0";
   /// The environment to open: "" means the token's own (for an admin token, "main").
   std::string environment;
+  /// Queue puts and gets go over a connection of the calling thread's own (one per thread, opened
+  /// on its first queue call): no thread hand-off per call. False: every call goes through this
+  /// connection's kj thread, and the server sees one session.
+  bool thread_channels = true;
 };
 
 /// An environment as the server lists it.

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <future>
 #include <set>
 #include <thread>
 
@@ -263,35 +264,73 @@ int64_t authentications(connection& conn) {
 
 } // namespace
 
-TEST_CASE("queue puts and gets use a connection of the calling thread's own, else the kj thread") {
+TEST_CASE("queue puts and gets use a connection of the calling thread's own, unless told not to") {
   shoal::test::temp_dir tmp;
   auto d = shoal::daemon::start(config_for(tmp.path()));
   REQUIRE(d);
-  auto conn = connection::open((*d)->facts().listen_address, read_line(tmp.sub("admin.token")));
+  auto address = (*d)->facts().listen_address;
+  auto token = read_line(tmp.sub("admin.token"));
+  auto conn = connection::open(address, token);
   conn->lookup_object(shoal::client::data_kind::queue, "q", true);
-  auto round_trip = [&](const std::string& item) {
-    conn->queue_put("q", "", {item}, 0);
-    auto got = conn->queue_get("q", "", 1, 1000);
+  auto round_trip = [](connection& c, const std::string& item) {
+    c.queue_put("q", "", {item}, 0);
+    auto got = c.queue_get("q", "", 1, 1000);
     REQUIRE(got.size() == 1);
     CHECK(got[0] == item);
   };
 
   auto before = authentications(*conn);
   std::thread([&] {
-    round_trip("a");
-    round_trip("b"); // the same channel
+    round_trip(*conn, "a");
+    round_trip(*conn, "b"); // the same channel
   }).join();
   CHECK(authentications(*conn) == before + 1); // the thread's channel authenticated once
-  round_trip("c");
+  round_trip(*conn, "c");
   CHECK(authentications(*conn) == before + 2); // and this thread's
 
-  SECTION("a thread that runs a kj event loop of its own is served by the connection's thread") {
+  SECTION("a thread that runs a kj event loop of its own gets a channel too (it needs no loop)") {
     auto now = authentications(*conn);
     std::thread([&] {
       kj::EventLoop loop;
-      kj::WaitScope scope{loop}; // a channel cannot set up its own loop here
-      round_trip("d");
+      kj::WaitScope scope{loop};
+      round_trip(*conn, "d");
     }).join();
-    CHECK(authentications(*conn) == now);
+    CHECK(authentications(*conn) == now + 1);
+  }
+
+  SECTION("server errors reach the caller with their code, and the channel stays usable") {
+    std::thread([&] {
+      auto code = error_code_of([&] { conn->queue_put("missing", "", {"x"}, 0); });
+      CHECK(code == "not_found");
+      code = error_code_of([&] { conn->queue_put("q", "", {std::string(2u << 20, 'x')}, 0); });
+      CHECK(code == "invalid_argument");
+      round_trip(*conn, "e");
+    }).join();
+  }
+
+  SECTION("thread_channels = false: every call goes through the connection's kj thread") {
+    shoal::client::connect_options options;
+    options.thread_channels = false;
+    auto single = connection::open(address, token, options);
+    auto now = authentications(*single);
+    std::thread([&] { round_trip(*single, "f"); }).join();
+    round_trip(*single, "g");
+    CHECK(authentications(*single) == now);
+  }
+
+  SECTION("a channel whose server is gone reports unavailable") {
+    std::promise<void> opened, stopped;
+    std::string code;
+    std::thread caller([&] {
+      round_trip(*conn, "h"); // this thread's channel is open
+      opened.set_value();
+      stopped.get_future().wait();
+      code = error_code_of([&] { conn->queue_put("q", "", {"i"}, 0); });
+    });
+    opened.get_future().wait();
+    d->reset();
+    stopped.set_value();
+    caller.join();
+    CHECK(code == "unavailable");
   }
 }
