@@ -98,6 +98,12 @@ private:
   get_reply direct_;
 };
 
+/// How far the partition record's expiry may run ahead of the exact one (a tenth of the TTL, at
+/// most a minute): after a restart a partition lives at most this much longer than its TTL.
+int64_t record_slack_ms(uint64_t ttl_ms) {
+  return static_cast<int64_t>(std::min<uint64_t>(ttl_ms / 10, 60000));
+}
+
 int64_t wall_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
@@ -143,6 +149,10 @@ struct partition_state {
   uint64_t consuming = 0;              ///< items of gets whose erasure is in flight
   uint64_t next_seq = 1;
   int64_t expires_at_ms = 0;           ///< 0: no partition record on disk
+  /// The expiry the partition record on disk holds (0: none or unknown). It runs ahead of
+  /// `expires_at_ms` by at most `record_slack_ms(ttl)`, so a stream of puts rewrites the record
+  /// about once per slack instead of on every put.
+  int64_t stored_expires_at_ms = 0;
   std::deque<waiter> getters;          ///< parked gets, first come first served
   std::vector<waiter> peekers;         ///< parked peeks
 
@@ -285,7 +295,9 @@ public:
         cleanup.erase(table::queues, std::string{k});
         return true;
       }
-      q->second.partitions[partition].expires_at_ms = expires;
+      auto& p = q->second.partitions[partition];
+      p.expires_at_ms = expires;
+      p.stored_expires_at_ms = expires;
       return true;
     });
     err = err ? err : db.scan(table::queues, queue_store::all_items_prefix(),
@@ -489,8 +501,13 @@ public:
     p.expires_at_ms = wall_ms() + static_cast<int64_t>(ttl_ms); // the TTL is refreshed on put
     storage::write_batch batch;
     batch.ops.reserve(n + 1);
-    batch.put(table::queues, queue_store::partition_key(req.environment, req.name, req.partition),
-              queue_store::encode_partition(p.expires_at_ms));
+    // The record on disk must say at least the new expiry and at most the slack more.
+    auto slack = record_slack_ms(ttl_ms);
+    if (p.stored_expires_at_ms < p.expires_at_ms || p.stored_expires_at_ms > p.expires_at_ms + slack) {
+      p.stored_expires_at_ms = p.expires_at_ms + slack;
+      batch.put(table::queues, queue_store::partition_key(req.environment, req.name, req.partition),
+                queue_store::encode_partition(p.stored_expires_at_ms));
+    }
     std::vector<uint32_t> sizes;
     sizes.reserve(n);
     for (uint32_t i = 0; i < n; ++i) {
@@ -524,6 +541,7 @@ public:
              if (auto* p = find_partition(id, incarnation, partition)) {
                p->reserved -= n;
                p->inflight_puts.erase(first);
+               p->stored_expires_at_ms = 0; // the record may not be on disk: the next put writes it
              }
              rp.deliver(err);
            });
@@ -919,6 +937,7 @@ public:
           p.ready.clear();
           p.ready_bytes = 0;
           p.expires_at_ms = 0;
+          p.stored_expires_at_ms = 0;
           ++st_.partitions_expired;
           persist(std::move(batch));
         }

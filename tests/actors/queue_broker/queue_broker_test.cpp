@@ -385,6 +385,41 @@ TEST_CASE("a partition is cleared once its TTL passes without a put") {
   CHECK(f.len("q", "long") == 1);
 }
 
+TEST_CASE("puts rewrite the partition record only when its expiry must move beyond the slack") {
+  fixture f;
+  f.create_queue("q");
+  auto wall_ms = [] {
+    return std::chrono::duration_cast<milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch()).count();
+  };
+  auto stored_expiry = [&] {
+    auto v = f.db->get(storage::table::queues, queue_store::partition_key(env, "q", ""));
+    REQUIRE(v);
+    REQUIRE(*v);
+    int64_t expires = 0;
+    REQUIRE_FALSE(queue_store::decode_partition(**v, expires));
+    return expires;
+  };
+  auto before = f.gate.groups().size();
+  auto t0 = wall_ms();
+  f.put("q", "", {"a"}); // the record (24 h TTL, 60 s slack) and the item
+  f.put("q", "", {"b"}); // the item only: the record is still ahead of the new expiry
+  auto day = int64_t{24} * 3600 * 1000;
+  CHECK(stored_expiry() >= t0 + day);
+  CHECK(stored_expiry() <= wall_ms() + day + 60000);
+  auto t1 = wall_ms();
+  f.put("q", "", {"c"}, /*ttl_ms=*/1000000); // a shorter TTL: the record moves back (slack 100 s)
+  auto groups = f.gate.groups();
+  REQUIRE(groups.size() - before == 3);
+  CHECK(groups[before] == 2);
+  CHECK(groups[before + 1] == 1);
+  CHECK(groups[before + 2] == 2);
+  CHECK(stored_expiry() >= t1 + 1000000);
+  CHECK(stored_expiry() <= wall_ms() + 1000000 + 100000);
+  f.restart_broker();
+  CHECK(f.get("q", "", 5) == strings{"a", "b", "c"});
+}
+
 TEST_CASE("deleting a queue fails its parked gets and removes every item") {
   fixture f;
   f.create_queue("q");
