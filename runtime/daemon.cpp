@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <caf/actor_system.hpp>
+#include <caf/logger.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
@@ -361,6 +362,11 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
     .kv("addr", p->facts.listen_address)
     .kv("node_id", p->facts.node_id)
     .kv("schema_version", static_cast<int64_t>(p->facts.schema_version));
+  // CAF 0.17 keeps a reference to the system's logger in a thread-local of every thread that
+  // constructed the system or spawned and asked actors from outside, and the system's destructor
+  // waits until the logger is gone: destroyed on another thread, it would wait forever for this
+  // thread's reference. Drop it, so an embedder may stop the daemon on any thread.
+  caf::logger::set_current_actor_system(nullptr);
   return result;
 }
 

@@ -334,3 +334,15 @@ TEST_CASE("queue puts and gets use a connection of the calling thread's own, unl
     CHECK(code == "unavailable");
   }
 }
+
+TEST_CASE("a daemon may be stopped on another thread than the one that started it") {
+  // CAF 0.17 keeps the system's logger alive in a thread-local of the starting thread; the daemon
+  // drops it, or the stop would wait for it forever.
+  shoal::test::temp_dir tmp;
+  auto d = shoal::daemon::start(config_for(tmp.path()));
+  REQUIRE(d);
+  auto conn = connection::open((*d)->facts().listen_address, read_line(tmp.sub("admin.token")));
+  conn->info();
+  std::thread([&] { d->reset(); }).join();
+  CHECK(error_code_of([&] { conn->info(); }) == "unavailable");
+}
