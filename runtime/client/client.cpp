@@ -328,6 +328,12 @@ struct thread_channel {
   /// Channels from before a fork are the parent's: a child closes its copy and opens its own.
   uint64_t generation = current_fork_generation();
   std::unique_ptr<sync_rpc> rpc;
+  std::shared_ptr<std::atomic<int>> open; ///< the connection's count of open channels
+
+  ~thread_channel() {
+    if (open)
+      --*open;
+  }
 };
 
 /// The calling thread's channels, by connection id.
@@ -346,6 +352,8 @@ struct connection::impl {
   connect_options options;
   std::atomic<bool> lost{false};         ///< the kj thread saw the server go away
   std::atomic<bool> channels_off{false}; ///< not wanted, or opening one failed: do not try
+  /// Thread channels open now (shared with them: a thread may outlive the connection).
+  std::shared_ptr<std::atomic<int>> open_channels = std::make_shared<std::atomic<int>>(0);
   cluster_info hello;
   std::thread thread;
   std::mutex mutex;
@@ -404,6 +412,8 @@ struct connection::impl {
         return it->second.get();
       mine.erase(it); // inherited through fork: closing our copy leaves the parent's socket alone
     }
+    if (open_channels->load() >= options.max_thread_channels)
+      return nullptr; // at the cap: this call goes through the kj thread
     try {
       auto opened = open_channel();
       auto* raw = opened.get();
@@ -432,6 +442,8 @@ struct connection::impl {
     auto ch = std::make_unique<thread_channel>();
     ch->rpc = std::make_unique<sync_rpc>(address, token, options.client_version, options.environment,
                                          options.connect_timeout);
+    ch->open = open_channels;
+    ++*open_channels;
     return ch;
   }
 

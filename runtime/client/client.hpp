@@ -356,6 +356,9 @@ struct connect_options {
   /// on its first queue call): no thread hand-off per call. False: every call goes through this
   /// connection's kj thread, and the server sees one session.
   bool thread_channels = true;
+  /// At most this many thread channels at once (each is a session and a socket in shoald);
+  /// threads beyond it go through the kj thread until a channel closes with its thread.
+  int max_thread_channels = 64;
 };
 
 /// An environment as the server lists it.

@@ -318,6 +318,19 @@ TEST_CASE("queue puts and gets use a connection of the calling thread's own, unl
     CHECK(authentications(*single) == now);
   }
 
+  SECTION("at max_thread_channels, further threads go through the kj thread until one closes") {
+    shoal::client::connect_options options;
+    options.max_thread_channels = 1;
+    auto capped = connection::open(address, token, options);
+    auto now = authentications(*capped);
+    std::thread([&] { round_trip(*capped, "j"); }).join(); // opened, and closed with its thread
+    CHECK(authentications(*capped) == now + 1);
+    round_trip(*capped, "k"); // this thread's channel takes the one place
+    CHECK(authentications(*capped) == now + 2);
+    std::thread([&] { round_trip(*capped, "l"); }).join(); // no place left
+    CHECK(authentications(*capped) == now + 2);
+  }
+
   SECTION("a channel whose server is gone reports unavailable") {
     std::promise<void> opened, stopped;
     std::string code;
