@@ -34,7 +34,8 @@ public:
 
   const node_facts& facts() const noexcept;
 
-  /// Ordered shutdown (see above). Idempotent; also run by the destructor.
+  /// Ordered shutdown (see above). Idempotent; also run by the destructor. Any thread may call it
+  /// (not only the one that called `start`), but not an actor's or the RPC server's own thread.
   void stop();
 
   struct parts;
