@@ -60,15 +60,17 @@ public:
       queue_finish(static_cast<uint32_t>(finish_pending_), true);
       finish_pending_ = -1;
     }
-    capnp::MallocMessageBuilder message(scratch_span());
-    auto call = message.initRoot<capnp::rpc::Message>().initCall();
     uint32_t question = next_question_++;
-    call.setQuestionId(question);
-    call.initTarget().setImportedCap(target);
-    call.setInterfaceId(interface_id);
-    call.setMethodId(method);
-    fill(call.initParams().initContent().template initAs<Params>());
-    queue_message(message);
+    { // built and framed before anything else may use the scratch segment (a Release on the way)
+      capnp::MallocMessageBuilder message(scratch_span());
+      auto call = message.initRoot<capnp::rpc::Message>().initCall();
+      call.setQuestionId(question);
+      call.initTarget().setImportedCap(target);
+      call.setInterfaceId(interface_id);
+      call.setMethodId(method);
+      fill(call.initParams().initContent().template initAs<Params>());
+      queue_message(message);
+    }
     flush();
     finish_pending_ = question; // owed whether the call succeeds or fails
     auto done = await_return(question);

@@ -1,0 +1,207 @@
+// sync_rpc against a small capnp server of the test's own (a fake, unit-test only): the protocol
+// paths shoald's real server does not take, e.g. a capability that arrives as a promise and is
+// resolved later (senderPromise, Resolve, Release), an Abort, and a server that goes away.
+
+#include "runtime/client/sync_rpc.hpp"
+
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <capnp/rpc-twoparty.h>
+#include <catch2/catch.hpp>
+#include <kj/async-io.h>
+
+#include "schema/gateway.capnp.h"
+#include "schema/queues.capnp.h"
+
+using shoal::client::sync_rpc;
+namespace wire = shoal::wire;
+
+namespace {
+
+struct fake_state {
+  std::vector<std::string> items;
+  int resolves = 0;
+};
+
+class fake_queues final : public wire::Queues::Server {
+public:
+  explicit fake_queues(fake_state& st) : st_(st) {}
+
+  kj::Promise<void> queuePut(QueuePutContext ctx) override {
+    auto p = ctx.getParams();
+    if (p.getName() == "bad")
+      return KJ_EXCEPTION(FAILED, "[invalid_argument] no queue may be named 'bad'");
+    for (auto item : p.getItems())
+      st_.items.emplace_back(reinterpret_cast<const char*>(item.begin()), item.size());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> queueGet(QueueGetContext ctx) override {
+    auto out = ctx.getResults().initItems(static_cast<unsigned>(st_.items.size()));
+    for (unsigned i = 0; i < st_.items.size(); ++i)
+      out.set(i, kj::arrayPtr(reinterpret_cast<const kj::byte*>(st_.items[i].data()),
+                              st_.items[i].size()));
+    st_.items.clear();
+    return kj::READY_NOW;
+  }
+
+private:
+  fake_state& st_;
+};
+
+/// Hands out its Queues as a promise that resolves a little later, so the client sees a
+/// senderPromise capability and then a Resolve message.
+class fake_session final : public wire::Session::Server {
+public:
+  fake_session(fake_state& st, kj::Timer& timer) : st_(st), timer_(timer) {}
+
+  kj::Promise<void> queues(QueuesContext ctx) override {
+    auto& st = st_;
+    wire::Queues::Client later = timer_.afterDelay(20 * kj::MILLISECONDS).then([&st]() {
+      ++st.resolves;
+      return wire::Queues::Client(kj::heap<fake_queues>(st));
+    });
+    ctx.getResults().setQueues(kj::mv(later));
+    return kj::READY_NOW;
+  }
+
+private:
+  fake_state& st_;
+  kj::Timer& timer_;
+};
+
+class fake_gateway final : public wire::Gateway::Server {
+public:
+  fake_gateway(fake_state& st, kj::Timer& timer) : st_(st), timer_(timer) {}
+
+  kj::Promise<void> authenticate(AuthenticateContext ctx) override {
+    if (ctx.getParams().getToken() != "good")
+      return KJ_EXCEPTION(FAILED, "[unauthenticated] unknown token");
+    ctx.getResults().setSession(kj::heap<fake_session>(st_, timer_));
+    return kj::READY_NOW;
+  }
+
+private:
+  fake_state& st_;
+  kj::Timer& timer_;
+};
+
+/// The fake server on its own kj thread, on 127.0.0.1 and a free port, until destroyed.
+class fake_server {
+public:
+  fake_server() {
+    std::promise<std::string> address;
+    auto ready = address.get_future();
+    thread_ = std::thread([this, &address] {
+      auto io = kj::setupAsyncIo();
+      auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
+      stop_ = kj::mv(stop.fulfiller);
+      auto listener = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope)->listen();
+      capnp::TwoPartyServer server(kj::heap<fake_gateway>(state, io.provider->getTimer()));
+      auto serving = server.listen(*listener);
+      address.set_value("127.0.0.1:" + std::to_string(listener->getPort()));
+      stop.promise.exclusiveJoin(kj::mv(serving)).wait(io.waitScope);
+    });
+    address_ = ready.get();
+  }
+
+  ~fake_server() {
+    stop_->fulfill();
+    thread_.join();
+  }
+
+  const std::string& address() const { return address_; }
+
+  fake_state state; ///< touched by the server thread only while a call is in flight
+
+private:
+  std::thread thread_;
+  std::string address_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_;
+};
+
+std::vector<std::string> get_all(sync_rpc& rpc) {
+  return rpc.call<wire::Queues::QueueGetParams, wire::Queues::QueueGetResults>(
+    rpc.caps().queues, capnp::typeId<wire::Queues>(), 6, [](auto p) { p.setMaxItems(10); },
+    [](wire::Queues::QueueGetResults::Reader r) {
+      std::vector<std::string> out;
+      for (auto item : r.getItems())
+        out.emplace_back(reinterpret_cast<const char*>(item.begin()), item.size());
+      return out;
+    });
+}
+
+void put(sync_rpc& rpc, const std::string& name, const std::string& item) {
+  rpc.call<wire::Queues::QueuePutParams, wire::Queues::QueuePutResults>(
+    rpc.caps().queues, capnp::typeId<wire::Queues>(), 5,
+    [&](auto p) {
+      p.setName(name);
+      p.initItems(1).set(0, kj::arrayPtr(reinterpret_cast<const kj::byte*>(item.data()), item.size()));
+    },
+    [](auto) { return true; });
+}
+
+std::string description_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const kj::Exception& e) {
+    return e.getDescription().cStr();
+  }
+  return "no exception";
+}
+
+} // namespace
+
+TEST_CASE("sync_rpc calls a capability that arrived as a promise, before and after it resolved") {
+  fake_server server;
+  sync_rpc rpc{server.address(), "good", "test", "", std::chrono::seconds(5)};
+  put(rpc, "q", "a"); // sent to the promise: the server queues it until the promise resolves
+  put(rpc, "q", "b");
+  CHECK(get_all(rpc) == std::vector<std::string>{"a", "b"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(50)); // resolved long ago now
+  put(rpc, "q", "c");
+  CHECK(get_all(rpc) == std::vector<std::string>{"c"});
+  CHECK(server.state.resolves == 1);
+}
+
+TEST_CASE("sync_rpc reports server errors as kj's RpcSystem does, and the call after still works") {
+  fake_server server;
+  sync_rpc rpc{server.address(), "good", "test", "", std::chrono::seconds(5)};
+  auto text = description_of([&] { put(rpc, "bad", "x"); });
+  CHECK(text == "remote exception: [invalid_argument] no queue may be named 'bad'");
+  put(rpc, "q", "y");
+  CHECK(get_all(rpc) == std::vector<std::string>{"y"});
+}
+
+TEST_CASE("sync_rpc fails the handshake for a refused token and for an address nobody serves") {
+  fake_server server;
+  auto text = description_of([&] { sync_rpc rpc(server.address(), "bad", "test", "", std::chrono::seconds(5)); });
+  CHECK(text == "remote exception: [unauthenticated] unknown token");
+  std::string closed;
+  {
+    fake_server gone;
+    closed = gone.address();
+  }
+  try {
+    sync_rpc rpc(closed, "good", "test", "", std::chrono::seconds(5));
+    FAIL("connected to a closed port");
+  } catch (const kj::Exception& e) {
+    CHECK(e.getType() == kj::Exception::Type::DISCONNECTED);
+  }
+}
+
+TEST_CASE("sync_rpc reports a server that went away as disconnected") {
+  std::unique_ptr<fake_server> server = std::make_unique<fake_server>();
+  sync_rpc rpc{server->address(), "good", "test", "", std::chrono::seconds(5)};
+  put(rpc, "q", "a");
+  server.reset();
+  try {
+    put(rpc, "q", "b");
+    FAIL("a call to a stopped server succeeded");
+  } catch (const kj::Exception& e) {
+    CHECK(e.getType() == kj::Exception::Type::DISCONNECTED);
+  }
+}
