@@ -1,6 +1,10 @@
 #include "runtime/kj_execution_unit.hpp"
 
+#include <utility>
+
 #include <caf/scheduler/abstract_coordinator.hpp>
+
+#include "runtime/log.hpp"
 
 namespace shoal {
 
@@ -32,8 +36,39 @@ void kj_execution_unit::exec_later(caf::resumable* job) {
     system().scheduler().enqueue(job);
 }
 
-kj::Promise<void> kj_execution_unit::run() {
+kj::Promise<void> kj_execution_unit::run(kj::Timer& timer) {
+  timer_ = &timer;
+  kj_thread_ = std::this_thread::get_id();
+  later_ = kj::heap<kj::TaskSet>(errors_);
   return doorbell_.run([this] { drain(); });
+}
+
+bool kj_execution_unit::after_io(std::function<void()> f) {
+  {
+    std::lock_guard<std::mutex> guard{mutex_};
+    if (closed_ || timer_ == nullptr || std::this_thread::get_id() != kj_thread_)
+      return false;
+  }
+  after_io_.push_back(std::move(f));
+  if (after_io_.size() == 1) {
+    // A timer fires after the I/O events of the loop's next poll; the callbacks then wait until
+    // the loop has handled everything those events led to (kj::evalLast): the calls the events
+    // carried have reached their actors by then.
+    later_->add(timer_->afterDelay(1 * kj::MICROSECONDS).then([this] {
+      return kj::evalLast([this] { run_after_io(); });
+    }));
+  }
+  return true;
+}
+
+void kj_execution_unit::run_after_io() {
+  auto callbacks = std::exchange(after_io_, {});
+  for (auto& f : callbacks)
+    f();
+}
+
+void kj_execution_unit::log_errors::taskFailed(kj::Exception&& ex) {
+  log::error("kj_execution_unit_task_failed").kv("error", ex.getDescription().cStr());
 }
 
 void kj_execution_unit::close() {
@@ -44,6 +79,10 @@ void kj_execution_unit::close() {
     left.swap(queue_);
   }
   doorbell_.close();
+  if (std::this_thread::get_id() == kj_thread_) {
+    later_ = nullptr;
+    run_after_io(); // now: the loop will not poll again (their actors run on CAF's workers)
+  }
   for (auto* job : left)
     system().scheduler().enqueue(job); // the queue's reference moves with the job
 }

@@ -12,16 +12,24 @@
 ///   most `max_throughput` messages per turn, then queued again behind the loop's other events.
 /// - `close()` (kj thread, before the loop ends) hands the queued actors, and every later one,
 ///   to CAF's scheduler: pinned actors outlive the loop and still process their exit.
+/// - `after_io(f)` (kj thread): `f` runs once the loop has polled its sockets again and handled
+///   what came in. kj takes at most 16 ready sockets per poll; the queue writer uses this to let
+///   a full round's group wait for the requests of the next round (one fsync for all, as Redis
+///   commits everything its event loop read before it sleeps).
 ///
 /// Lifetime: shared by the kj thread and the pinned actors (each holds a shared_ptr).
 
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <mutex>
+#include <thread>
 #include <unordered_set>
+#include <vector>
 
 #include <caf/actor_system.hpp>
 #include <kj/async.h>
+#include <kj/timer.h>
 
 #include "runtime/kj_doorbell.hpp"
 #include "runtime/pinned_actor.hpp"
@@ -39,8 +47,13 @@ public:
   void unpin(caf::resumable* job) override;
   void exec_later(caf::resumable* job) override;
 
-  /// Resumes queued actors until `close()`. Call once, on the kj thread.
-  kj::Promise<void> run();
+  /// Resumes queued actors until `close()`. Call once, on the kj thread; `timer` is the loop's.
+  kj::Promise<void> run(kj::Timer& timer);
+
+  /// Runs `f` on the kj thread once the loop has polled for I/O again and handled what that
+  /// brought in: the calls that were waiting in sockets have reached their actors by then. Only
+  /// on the kj thread while the unit runs (false otherwise); `close()` runs what is pending.
+  bool after_io(std::function<void()> f) override;
 
   /// From now on jobs go to CAF's scheduler. Call on the kj thread, before its loop ends.
   void close();
@@ -50,6 +63,7 @@ public:
 
 private:
   void drain();
+  void run_after_io();
   void resume(caf::resumable* job);
 
   mutable std::mutex mutex_;
@@ -58,6 +72,13 @@ private:
   bool closed_ = false;
   uint64_t turns_ = 0;
   kj_doorbell doorbell_{kj_doorbell::local_order::last};
+  kj::Timer* timer_ = nullptr;              ///< kj thread only, set by run()
+  std::thread::id kj_thread_;
+  struct log_errors final : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& ex) override;
+  } errors_;
+  kj::Own<kj::TaskSet> later_;              ///< the after_io timer (kj thread only)
+  std::vector<std::function<void()>> after_io_; ///< kj thread only
 };
 
 } // namespace shoal

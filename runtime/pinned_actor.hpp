@@ -18,6 +18,7 @@
 ///
 /// A `pinned<Base>` with no unit is an ordinary actor (unit tests, services without an RPC server).
 
+#include <functional>
 #include <memory>
 #include <utility>
 
@@ -38,6 +39,13 @@ public:
 
   /// Forget `job` (called by `pinned`'s destructor).
   virtual void unpin(caf::resumable* job) = 0;
+
+  /// Runs `f` on this unit's thread once its event loop has polled for I/O again and handled what
+  /// came in, or returns false when it cannot (not on that thread, the loop gone, no loop).
+  virtual bool after_io(std::function<void()> f) {
+    (void)f;
+    return false;
+  }
 };
 
 template <class Base>

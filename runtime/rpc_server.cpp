@@ -76,7 +76,7 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
     });
     kj::Promise<void> pinned_loop = kj::READY_NOW;
     if (pinned)
-      pinned_loop = pinned->run().eagerlyEvaluate([](kj::Exception&& ex) {
+      pinned_loop = pinned->run(io.provider->getTimer()).eagerlyEvaluate([](kj::Exception&& ex) {
         log::error("kj_execution_unit_failed").kv("error", ex.getDescription().cStr());
       });
     address = bound;

@@ -17,10 +17,12 @@ namespace {
 /// Private to the writer: it sends this to itself when a group starts. The message queues behind
 /// every request already in the mailbox, so handling it means "the mailbox is drained".
 using commit_atom = caf::atom_constant<caf::atom("wr_commit")>;
+/// Private: a deferred group may commit now (see `defer_commit`).
+using recheck_atom = caf::atom_constant<caf::atom("wr_rechk")>;
 
 /// The writer's own interface: the public one plus the private commit message. Only
 /// `writer_actor` handles leave this file.
-using writer_impl_actor = writer_actor::extend<caf::reacts_to<commit_atom>>;
+using writer_impl_actor = writer_actor::extend<caf::reacts_to<commit_atom>, caf::reacts_to<recheck_atom>>;
 
 /// The replies are empty (`with<void>`); a typed_response_promise<void> cannot deliver an empty
 /// message in 0.17.6, the untyped promise can (`deliver(caf::unit)`).
@@ -30,8 +32,9 @@ class writer_impl : public writer_impl_actor::base {
 public:
   using super = writer_impl_actor::base;
 
-  writer_impl(caf::actor_config& cfg, commit_function commit, const char* name = "storage_writer")
-    : super(cfg), commit_(std::move(commit)), name_(name) {
+  writer_impl(caf::actor_config& cfg, commit_function commit, const char* name = "storage_writer",
+              std::shared_ptr<pinned_unit> unit = nullptr)
+    : super(cfg), commit_(std::move(commit)), name_(name), unit_(std::move(unit)) {
     // nop
   }
 
@@ -64,7 +67,14 @@ public:
           return caf::unit;
         return join_group();
       },
-      [this](commit_atom) { commit(); },
+      [this](commit_atom) {
+        if (!defer_commit())
+          commit();
+      },
+      [this](recheck_atom) {
+        // Queued behind every write that reached the mailbox meanwhile: they join the group.
+        send(caf::actor_cast<writer_impl_actor>(this), commit_atom::value);
+      },
       [this](inspect_atom) { return snapshot(); },
     };
   }
@@ -89,9 +99,28 @@ private:
     return rp;
   }
 
+  /// A pinned writer whose group is as large as what one poll of its loop brings in (kj takes at
+  /// most `kj_poll_batch` ready sockets per poll) may have more requests waiting in sockets: it
+  /// lets the loop poll again and commits once those joined (`recheck_atom`), up to
+  /// `max_deferrals` times per group. One fsync then covers every client that was ready, as
+  /// Redis's does. A group smaller than that commits at once (a lone client never waits).
+  bool defer_commit() {
+    static constexpr int64_t kj_poll_batch = 16;
+    static constexpr int max_deferrals = 3;
+    if (!unit_ || deferrals_ >= max_deferrals || group_writes_ < kj_poll_batch * (deferrals_ + 1))
+      return false;
+    auto self = caf::actor_cast<caf::actor>(this);
+    if (!unit_->after_io([self] { caf::anon_send(self, recheck_atom::value); }))
+      return false;
+    ++deferrals_;
+    ++groups_deferred_;
+    return true;
+  }
+
   /// Writes the collected group with one synced batch, then answers every request in it.
   void commit() {
     commit_scheduled_ = false;
+    deferrals_ = 0;
     if (waiters_.empty())
       return;
     auto batch = std::exchange(pending_, write_batch{});
@@ -125,6 +154,7 @@ private:
       .counter("writes_committed", writes_committed_)
       .counter("largest_group", largest_group_)
       .counter("sync_errors", sync_errors_)
+      .counter("groups_deferred", groups_deferred_)
       .counter("pending_ops", static_cast<int64_t>(pending_.ops.size()));
     return s;
   }
@@ -139,6 +169,9 @@ private:
   std::vector<durable_hook> hooks_; ///< run after the group's replies, on success only
   int64_t group_writes_ = 0;
   bool commit_scheduled_ = false;
+  std::shared_ptr<pinned_unit> unit_; ///< a pinned writer's unit (for `defer_commit`)
+  int deferrals_ = 0;
+  int64_t groups_deferred_ = 0;
 
   int64_t batches_committed_ = 0;
   int64_t writes_committed_ = 0;
@@ -163,7 +196,12 @@ writer_actor spawn_writer(caf::actor_system& sys, commit_function commit) {
 
 writer_actor spawn_pinned_writer(caf::actor_system& sys, store& db,
                                  std::shared_ptr<pinned_unit> unit, const char* name) {
-  return sys.spawn<pinned<writer_impl>>(std::move(unit), synced_commit(db), name);
+  return spawn_pinned_writer(sys, synced_commit(db), std::move(unit), name);
+}
+
+writer_actor spawn_pinned_writer(caf::actor_system& sys, commit_function commit,
+                                 std::shared_ptr<pinned_unit> unit, const char* name) {
+  return sys.spawn<pinned<writer_impl>>(unit, std::move(commit), name, unit);
 }
 
 } // namespace shoal::storage

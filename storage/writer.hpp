@@ -75,10 +75,16 @@ writer_actor spawn_writer(caf::actor_system& sys, commit_function commit);
 
 /// A writer pinned to `unit`'s thread (pinned_actor.hpp) instead of its own: its fsync blocks
 /// that thread, and requests from actors pinned there cost no thread hand-off. The queue broker's
-/// writer is pinned to the RPC server's kj thread this way. A null `unit`: a scheduled actor.
-/// `name`: how inspection lists it (a string literal).
+/// writer is pinned to the RPC server's kj thread this way. A group of 16 writes or more (what one
+/// poll of the kj loop can bring in) waits for the loop to poll again (`pinned_unit::after_io`),
+/// up to three times, so the requests still waiting in sockets share its fsync. A null `unit`: a
+/// scheduled actor. `name`: how inspection lists it (a string literal).
 writer_actor spawn_pinned_writer(caf::actor_system& sys, store& db, std::shared_ptr<pinned_unit> unit,
                                  const char* name);
+
+/// The same over any commit function (tests).
+writer_actor spawn_pinned_writer(caf::actor_system& sys, commit_function commit,
+                                 std::shared_ptr<pinned_unit> unit, const char* name);
 
 } // namespace shoal::storage
 

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <memory>
 #include <thread>
 
@@ -58,7 +59,7 @@ struct kj_loop {
                                                                 const shoal::kj_thread::ready_fn& ready,
                                                                 kj::Promise<void> stopped) {
       id = probe::thread_id();
-      auto running = unit->run().eagerlyEvaluate(nullptr);
+      auto running = unit->run(io.provider->getTimer()).eagerlyEvaluate(nullptr);
       auto posts = mailbox->run().eagerlyEvaluate(nullptr);
       ready();
       stopped.wait(io.waitScope);
@@ -124,4 +125,37 @@ TEST_CASE("closing a unit whose loop never ran hands its queued actors to CAF's 
   unit->close(); // e.g. the RPC server could not listen
   CHECK(ask_where(self, pinned) != 0);
   self->send_exit(pinned, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE("after_io runs on the kj thread once the loop polled again, only from that thread, and at close") {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  auto unit = std::make_shared<kj_execution_unit>(sys);
+  CHECK_FALSE(unit->after_io([] {})); // not running yet
+  std::promise<uint64_t> ran_on;
+  std::promise<bool> accepted;
+  std::atomic<int> at_close{0};
+  {
+    kj_loop loop{unit};
+    CHECK_FALSE(unit->after_io([] {})); // not the kj thread
+    loop.mailbox->post([&] {
+      accepted.set_value(unit->after_io([&] { ran_on.set_value(probe::thread_id()); }));
+    });
+    CHECK(accepted.get_future().get());
+    auto ran = ran_on.get_future();
+    REQUIRE(ran.wait_for(10s) == std::future_status::ready);
+    CHECK(ran.get() == loop.id.load());
+
+    // Whether the loop polls again before it stops or not, each callback runs exactly once
+    // (close() runs what is pending).
+    std::promise<void> posted;
+    loop.mailbox->post([&] {
+      CHECK(unit->after_io([&] { ++at_close; }));
+      CHECK(unit->after_io([&] { ++at_close; }));
+      posted.set_value();
+    });
+    posted.get_future().wait();
+  } // stops the loop: close() runs whatever has not run yet
+  CHECK(at_close.load() == 2);
+  CHECK_FALSE(unit->after_io([] {})); // closed
 }

@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -401,4 +403,131 @@ TEST_CASE("a durable hook runs after the write is durable and its reply sent, ne
     .receive([&]() { later = true; }, [&](caf::error& err) { FAIL(f.sys->render(err)); });
   CHECK(later);
   CHECK_FALSE(bad_hook_ran);
+}
+
+namespace {
+
+/// A pinned_unit without a loop: its actors run on CAF's workers, and `after_io` keeps the
+/// callbacks until the test fires them (or refuses, when told to).
+class fake_unit final : public shoal::pinned_unit {
+public:
+  explicit fake_unit(caf::actor_system& sys) : pinned_unit(&sys) {}
+  void pin(caf::resumable*) override {}
+  void unpin(caf::resumable*) override {}
+  void exec_later(caf::resumable* job) override { system().scheduler().enqueue(job); }
+
+  bool after_io(std::function<void()> f) override {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (!accept)
+      return false;
+    pending_.push_back(std::move(f));
+    cv_.notify_all();
+    return true;
+  }
+  void wait_deferred() {
+    std::unique_lock<std::mutex> lock{mtx_};
+    cv_.wait(lock, [&] { return !pending_.empty(); });
+  }
+  void fire() {
+    std::vector<std::function<void()>> now;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      now.swap(pending_);
+    }
+    for (auto& f : now)
+      f();
+  }
+
+  bool accept = true;
+
+private:
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::vector<std::function<void()>> pending_;
+};
+
+struct deferring_fixture {
+  gated_commit gate;
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::shared_ptr<fake_unit> unit;
+  writer_actor writer;
+
+  deferring_fixture() {
+    cfg.set("scheduler.max-threads", 2);
+    sys = std::make_unique<caf::actor_system>(cfg);
+    unit = std::make_shared<fake_unit>(*sys);
+    writer = spawn_pinned_writer(*sys, gate.function(), unit, "test_writer");
+  }
+  ~deferring_fixture() {
+    gate.open();
+    unit->fire();
+    caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+    writer = nullptr;
+    sys.reset();
+  }
+
+  /// Holds the writer in the commit of {k0}, queues k1..k`n` behind it, and lets it go on.
+  std::vector<write_handle> queue_behind_a_commit(caf::scoped_actor& self, uint64_t n) {
+    std::vector<write_handle> out;
+    gate.close();
+    out.push_back(request_put(self, writer, seq_key(0)));
+    gate.wait_started(1);
+    for (uint64_t i = 1; i <= n; ++i)
+      out.push_back(request_put(self, writer, seq_key(i)));
+    gate.open();
+    return out;
+  }
+};
+
+int acknowledged(caf::actor_system& sys, std::vector<write_handle>& handles) {
+  int acked = 0;
+  for (auto& h : handles)
+    h.receive([&]() { ++acked; }, [&](caf::error& err) { FAIL(sys.render(err)); });
+  return acked;
+}
+
+} // namespace
+
+TEST_CASE("a pinned writer lets a full poll's group wait for the next poll, and what came meanwhile shares its commit") {
+  deferring_fixture f;
+  caf::scoped_actor self{*f.sys};
+  auto handles = f.queue_behind_a_commit(self, 16); // {k0}, then a group of 16
+  f.unit->wait_deferred();                          // the group of 16 waits for the next poll
+  for (uint64_t i = 17; i <= 21; ++i)               // what that poll brings in
+    handles.push_back(request_put(self, f.writer, seq_key(i)));
+  CHECK(counter(inspect_writer(*f.sys, f.writer), "pending_ops") == 21); // joined, not committed
+  f.unit->fire();
+  CHECK(acknowledged(*f.sys, handles) == 22);
+  CHECK(f.gate.groups() == std::vector<size_t>{1, 21});
+  auto s = inspect_writer(*f.sys, f.writer);
+  CHECK(counter(s, "groups_deferred") == 1);
+  CHECK(counter(s, "batches_committed") == 2);
+}
+
+TEST_CASE("a pinned writer commits a smaller group at once, and any group when its unit cannot defer") {
+  deferring_fixture f;
+  caf::scoped_actor self{*f.sys};
+  SECTION("15 writes: less than one poll can bring in") {
+    auto handles = f.queue_behind_a_commit(self, 15);
+    CHECK(acknowledged(*f.sys, handles) == 16);
+    CHECK(f.gate.groups() == std::vector<size_t>{1, 15});
+  }
+  SECTION("16 writes, but the unit has no loop to wait for") {
+    f.unit->accept = false;
+    auto handles = f.queue_behind_a_commit(self, 16);
+    CHECK(acknowledged(*f.sys, handles) == 17);
+    CHECK(f.gate.groups() == std::vector<size_t>{1, 16});
+  }
+  CHECK(counter(inspect_writer(*f.sys, f.writer), "groups_deferred") == 0);
+}
+
+TEST_CASE("a pinned writer stopped while its group waits for the next poll commits the group") {
+  deferring_fixture f;
+  caf::scoped_actor self{*f.sys};
+  auto handles = f.queue_behind_a_commit(self, 16);
+  f.unit->wait_deferred();
+  caf::anon_send_exit(f.writer, caf::exit_reason::user_shutdown);
+  CHECK(acknowledged(*f.sys, handles) == 17);
+  CHECK(f.gate.groups() == std::vector<size_t>{1, 16});
 }
