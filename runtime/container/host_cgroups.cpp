@@ -1,18 +1,21 @@
 #include "runtime/container/host_cgroups.hpp"
 
 #include <atomic>
-#include <cstdlib>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <linux/magic.h>
-#include <sched.h>
 #include <set>
 #include <sstream>
+#include <thread>
+#include <vector>
+
+#include <linux/magic.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/vfs.h>
 #include <unistd.h>
-#include <vector>
 
 #include "runtime/container/detail/subprocess.hpp"
 #include "runtime/errc.hpp"
@@ -174,6 +177,14 @@ caf::error remove_cgroup_parents(const std::string& cgroups_path, const std::str
       if (::rmdir(dir.c_str()) == 0 || errno == ENOENT)
         continue;
       int err = errno;
+      // The container's own cgroup (the leaf) is busy only while its killed processes are still
+      // exiting (e.g. children it left behind when a pids limit stopped it): give them a second.
+      for (int tries = 0; err == EBUSY && depth == parts.size() && tries < 100; ++tries) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        err = ::rmdir(dir.c_str()) == 0 || errno == ENOENT ? 0 : errno;
+      }
+      if (err == 0)
+        continue;
       if (err == ENOTEMPTY && !is_cgroup_fs(fs_magic(dir))) {
         // A plain directory (the tmpfs under a hidden unified mount) where crun wrote files such
         // as cgroup.procs: remove those files, keep subdirectories (other containers).

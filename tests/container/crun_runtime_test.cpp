@@ -272,13 +272,13 @@ TEST_CASE("a container's pids limit stops it from starting more processes") {
   const std::vector<std::string> forker = {
     "/bin/sh", "-c", "for i in $(seq 1 20); do sleep 1 & done; echo all-started; wait"};
   auto limited = f.run(forker, [](container_spec& spec) { spec.limits.pids_max = 8; });
-  INFO(limited.out << limited.err);
+  INFO(limited.out << limited.err << limited.cleanup_report);
   CHECK(limited.out.find("all-started") == std::string::npos);
   CHECK_FALSE(limited.status.success());
   CHECK(limited.cleaned_up);
 
   auto roomy = f.run(forker, [](container_spec& spec) { spec.limits.pids_max = 64; });
-  INFO(roomy.out << roomy.err);
+  INFO(roomy.out << roomy.err << roomy.cleanup_report);
   CHECK(roomy.out == "all-started\n");
   CHECK(roomy.status.success());
   CHECK(roomy.cleaned_up);
