@@ -37,9 +37,12 @@ void kj_execution_unit::exec_later(caf::resumable* job) {
 }
 
 kj::Promise<void> kj_execution_unit::run(kj::Timer& timer) {
-  timer_ = &timer;
-  kj_thread_ = std::this_thread::get_id();
   later_ = kj::heap<kj::TaskSet>(errors_);
+  {
+    std::lock_guard<std::mutex> guard{mutex_}; // after_io reads both from any thread
+    timer_ = &timer;
+    kj_thread_ = std::this_thread::get_id();
+  }
   return doorbell_.run([this] { drain(); });
 }
 

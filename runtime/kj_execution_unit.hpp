@@ -72,8 +72,8 @@ private:
   bool closed_ = false;
   uint64_t turns_ = 0;
   kj_doorbell doorbell_{kj_doorbell::local_order::last};
-  kj::Timer* timer_ = nullptr;              ///< kj thread only, set by run()
-  std::thread::id kj_thread_;
+  kj::Timer* timer_ = nullptr;              ///< set by run(), under mutex_
+  std::thread::id kj_thread_;               ///< set by run(), under mutex_
   struct log_errors final : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& ex) override;
   } errors_;

@@ -287,7 +287,7 @@ private:
 };
 
 /// Connects to `address` over a `buffered_stream` (kept in `stream`, `rpc`, which must outlive
-/// the promise) and authenticates: what the connection's kj thread and every thread channel do.
+/// the promise) and authenticates: the connection's kj thread does this once.
 static kj::Promise<capnp::Response<wire::Gateway::AuthenticateResults>>
 connect_and_authenticate(kj::AsyncIoProvider& io, const std::string& address, const std::string& token,
                          const connect_options& options, kj::Own<kj::AsyncIoStream>& stream,
@@ -337,11 +337,7 @@ struct thread_channel {
 };
 
 /// The calling thread's channels, by connection id.
-struct thread_channels {
-  std::unordered_map<uint64_t, std::unique_ptr<thread_channel>> by_connection;
-};
-
-static thread_local thread_channels this_thread_channels;
+static thread_local std::unordered_map<uint64_t, std::unique_ptr<thread_channel>> this_thread_channels;
 
 static std::atomic<uint64_t> next_connection_id{1};
 
@@ -405,7 +401,7 @@ struct connection::impl {
     }
     if (lost || channels_off)
       return nullptr;
-    auto& mine = this_thread_channels.by_connection;
+    auto& mine = this_thread_channels;
     auto it = mine.find(id);
     if (it != mine.end()) {
       if (it->second->generation == current_fork_generation())
@@ -433,7 +429,7 @@ struct connection::impl {
       return f(*ch.rpc);
     } catch (const kj::Exception& ex) {
       if (ex.getType() == kj::Exception::Type::DISCONNECTED)
-        this_thread_channels.by_connection.erase(id); // the next call opens a new one, if it may
+        this_thread_channels.erase(id); // the next call opens a new one, if it may
       throw translate(ex);
     }
   }

@@ -31,6 +31,7 @@ struct rung_loop {
   std::thread::id loop_id;
   std::thread::id ring_ran_on;
   std::atomic<bool> slow{false}; ///< on_ring waits while this is true
+  std::atomic<bool> close_on_ring{false}; ///< on_ring closes the doorbell (on the kj thread)
 
   struct no_errors final : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&&) override {}
@@ -46,6 +47,8 @@ struct rung_loop {
       auto running = bell.run([this] {
         while (slow.load())
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        if (close_on_ring.load())
+          bell.close();
         std::lock_guard<std::mutex> guard{mtx};
         ++calls;
         ring_ran_on = std::this_thread::get_id();
@@ -105,8 +108,19 @@ TEST_CASE("a ring on the kj thread costs no wake-up and runs after the events al
 }
 
 TEST_CASE("a closed doorbell ignores rings") {
-  kj_doorbell bell{kj_doorbell::local_order::later};
-  bell.close();
-  bell.ring(); // no loop, no crash, nothing to call
-  CHECK(bell.wakeups() == 0);
+  rung_loop loop;
+  loop.close_on_ring = true;
+  loop.bell.ring();
+  REQUIRE(loop.wait_calls(1)); // that call closed it, on the kj thread
+  auto wakeups = loop.bell.wakeups();
+  for (int i = 0; i < 10; ++i)
+    loop.bell.ring();
+  std::this_thread::sleep_for(50ms);
+  CHECK(loop.calls_now() == 1);
+  CHECK(loop.bell.wakeups() == wakeups);
+
+  kj_doorbell never_run{kj_doorbell::local_order::later};
+  never_run.close();
+  never_run.ring(); // no loop ever: nothing to call, nothing to wake
+  CHECK(never_run.wakeups() == 0);
 }
