@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cstring>
 
+#include "runtime/busy_poll.hpp"
+
 namespace shoal {
 
-buffered_stream::buffered_stream(kj::Own<kj::AsyncIoStream> inner)
-  : inner_(kj::mv(inner)), in_(kj::heapArray<kj::byte>(read_buffer_bytes)) {}
+buffered_stream::buffered_stream(kj::Own<kj::AsyncIoStream> inner, busy_poll* poller)
+  : inner_(kj::mv(inner)), poller_(poller), in_(kj::heapArray<kj::byte>(read_buffer_bytes)) {}
 
 // --- reads ----------------------------------------------------------------------------------------
 
@@ -30,13 +32,17 @@ kj::Promise<size_t> buffered_stream::tryRead(void* buffer, size_t min_bytes, siz
     return got;
   }
   if (max_bytes - got >= in_.size()) // a large body: straight into the caller's memory
-    return inner_->tryRead(out + got, min_bytes - got, max_bytes - got).then([got](size_t n) {
+    return inner_->tryRead(out + got, min_bytes - got, max_bytes - got).then([this, got](size_t n) {
+      if (n > 0 && poller_ != nullptr)
+        poller_->on_request(this);
       return got + n;
     });
   return inner_->tryRead(in_.begin(), min_bytes - got, in_.size())
     .then([this, out, got, max_bytes](size_t n) {
       in_begin_ = 0;
       in_end_ = n;
+      if (n > 0 && poller_ != nullptr)
+        poller_->on_request(this);
       return got + take_buffered(out + got, max_bytes - got);
     });
 }

@@ -20,6 +20,9 @@
 /// - A write that fails fails every later write (`whenWriteDisconnected` is the socket's own).
 ///   `shutdownWrite` sends the buffered bytes first.
 ///
+/// - A server's streams tell its `busy_poll` when request bytes arrive, so its loop keeps polling
+///   for the next request for a moment instead of sleeping (busy_poll.hpp).
+///
 /// One read and one write may be outstanding at a time (the `kj::AsyncIoStream` contract). kj
 /// thread only, like the stream it wraps.
 
@@ -30,13 +33,16 @@
 
 namespace shoal {
 
+class busy_poll;
+
 class buffered_stream final : public kj::AsyncIoStream {
 public:
   static constexpr size_t read_buffer_bytes = 64 * 1024;
   static constexpr size_t direct_write_bytes = 64 * 1024; ///< writes at least this large skip the copy
   static constexpr size_t high_water_bytes = 1024 * 1024; ///< pending bytes before writes wait
 
-  explicit buffered_stream(kj::Own<kj::AsyncIoStream> inner);
+  /// `poller` (optional) must outlive the stream.
+  explicit buffered_stream(kj::Own<kj::AsyncIoStream> inner, busy_poll* poller = nullptr);
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
   kj::Promise<void> write(const void* buffer, size_t size) override;
@@ -76,6 +82,7 @@ private:
   void fail(kj::Exception&& exception);
 
   kj::Own<kj::AsyncIoStream> inner_;
+  busy_poll* poller_;
 
   kj::Array<kj::byte> in_;
   size_t in_begin_ = 0;

@@ -348,7 +348,7 @@ caf::expected<std::unique_ptr<daemon>> daemon::start(const daemon_config& cfg) {
   targets.block_server = p->block_server;
   auto rpc = rpc_server::start(
     cfg.listen, [targets](rpc_context& ctx) { return gateway::make_bootstrap(ctx, targets); },
-    p->rpc_unit);
+    p->rpc_unit, cfg.busy_poll);
   if (!rpc) {
     p->rpc_unit->close(); // never ran: pinned actors go to CAF's workers
     return rpc.error();

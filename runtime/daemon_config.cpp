@@ -18,6 +18,7 @@ std::string usage() {
 
 Usage: shoald --state-dir DIR [--roles all|control|worker] [--listen HOST:PORT]
               [--log-level debug|info|warn|error] [--threads N] [--drain-timeout-ms MS]
+              [--busy-poll-us US]
 
 Options:
   --state-dir DIR         where this node keeps its state (RocksDB, lock, admin token). Required.
@@ -30,6 +31,10 @@ Options:
   --sdk-dir DIR           directory holding the `shoal` Python package that containers run
                           (default: $SHOAL_SDK_DIR, else the source tree shoald was built from).
   --drain-timeout-ms MS   on SIGTERM/SIGINT, how long to wait for in-flight calls (default 5000).
+  --busy-poll-us US       after a request, how long the RPC thread polls for the next one before
+                          it sleeps (default 250; 0 = sleep at once). Saves the wake-up (tens of
+                          µs on a VM) for clients that call back to back; costs at most this much
+                          CPU per burst of requests.
   -h, --help              this text.
   --version               print the version.
 
@@ -113,13 +118,15 @@ caf::expected<parsed_args> parse_args(const std::vector<std::string>& args) {
         return v.error();
       if (!log::parse_level(*v, cfg.log_level))
         return bad("unknown log level '" + *v + "'; use debug, info, warn or error");
-    } else if (arg == "--threads" || arg == "--drain-timeout-ms") {
+    } else if (arg == "--threads" || arg == "--drain-timeout-ms" || arg == "--busy-poll-us") {
       auto v = take("a number");
       if (!v)
         return v.error();
       size_t n = 0;
       try {
         size_t used = 0;
+        if (v->empty() || (*v)[0] < '0' || (*v)[0] > '9') // stoul would take "-5" as 2^64-5
+          throw std::invalid_argument("not a digit");
         n = std::stoul(*v, &used);
         if (used != v->size())
           throw std::invalid_argument("trailing");
@@ -128,6 +135,8 @@ caf::expected<parsed_args> parse_args(const std::vector<std::string>& args) {
       }
       if (arg == "--threads")
         cfg.scheduler_threads = n;
+      else if (arg == "--busy-poll-us")
+        cfg.busy_poll = std::chrono::microseconds(n);
       else
         cfg.drain_timeout = std::chrono::milliseconds(n);
     } else {

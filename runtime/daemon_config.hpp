@@ -24,6 +24,9 @@ struct daemon_config {
   std::string sdk_dir;
   /// How long shutdown waits for in-flight RPCs before dropping connections.
   std::chrono::milliseconds drain_timeout{5000};
+  /// How long the RPC thread keeps polling for the next request before it sleeps
+  /// (runtime/busy_poll.hpp); zero sleeps at once.
+  std::chrono::microseconds busy_poll{250};
 
   std::vector<std::string> roles() const;
 };

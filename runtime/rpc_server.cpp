@@ -5,6 +5,7 @@
 #include <kj/timer.h>
 
 #include "runtime/buffered_stream.hpp"
+#include "runtime/busy_poll.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/log.hpp"
 
@@ -36,19 +37,23 @@ bool split_host_port(const std::string& address, std::string& host, uint16_t& po
 
 namespace {
 
-/// `TwoPartyServer::listen`, with each connection's socket behind a `buffered_stream`.
-kj::Promise<void> accept_loop(capnp::TwoPartyServer& server, kj::ConnectionReceiver& listener) {
-  return listener.accept().then([&server, &listener](kj::Own<kj::AsyncIoStream>&& connection) {
-    server.accept(kj::heap<buffered_stream>(kj::mv(connection)));
-    return accept_loop(server, listener);
-  });
+/// `TwoPartyServer::listen`, with each connection's socket behind a `buffered_stream` that tells
+/// `poller` when requests arrive.
+kj::Promise<void> accept_loop(capnp::TwoPartyServer& server, kj::ConnectionReceiver& listener,
+                              busy_poll& poller) {
+  return listener.accept().then(
+    [&server, &listener, &poller](kj::Own<kj::AsyncIoStream>&& connection) {
+      server.accept(kj::heap<buffered_stream>(kj::mv(connection), &poller));
+      return accept_loop(server, listener, poller);
+    });
 }
 
 /// The kj thread's body (kj_thread.hpp): listen, serve until stopped, then stop in order.
 caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::Promise<void> stopped,
                  const std::shared_ptr<kj_mailbox>& mailbox, const std::string& host, uint16_t port,
                  const rpc_server::bootstrap_factory& make_bootstrap,
-                 const std::shared_ptr<kj_execution_unit>& pinned, std::string& address,
+                 const std::shared_ptr<kj_execution_unit>& pinned,
+                 std::chrono::microseconds busy_poll_window, std::string& address,
                  const std::atomic<int64_t>& drain_ms) {
   auto& ws = io.waitScope;
   kj::Own<kj::ConnectionReceiver> listener;
@@ -66,9 +71,10 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
   auto bound = (bracket ? "[" + host + "]" : host) + ":" + std::to_string(listener->getPort());
   call_gate gate;
   rpc_context ctx{bound, gate, mailbox, io.provider->getTimer()};
+  busy_poll poller{io.provider->getTimer(), busy_poll_window.count() * kj::MICROSECONDS};
   {
     auto server = kj::heap<capnp::TwoPartyServer>(make_bootstrap(ctx));
-    auto accepting = accept_loop(*server, *listener).eagerlyEvaluate([](kj::Exception&& ex) {
+    auto accepting = accept_loop(*server, *listener, poller).eagerlyEvaluate([](kj::Exception&& ex) {
       log::error("rpc_accept_failed").kv("error", ex.getDescription().cStr());
     });
     auto mailbox_loop = mailbox->run().eagerlyEvaluate([](kj::Exception&& ex) {
@@ -111,7 +117,8 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
 
 caf::expected<std::unique_ptr<rpc_server>>
 rpc_server::start(const std::string& listen_address, bootstrap_factory make_bootstrap,
-                  std::shared_ptr<kj_execution_unit> pinned) {
+                  std::shared_ptr<kj_execution_unit> pinned,
+                  std::chrono::microseconds busy_poll_window) {
   std::string host;
   uint16_t port = 0;
   if (!split_host_port(listen_address, host, port))
@@ -123,11 +130,11 @@ rpc_server::start(const std::string& listen_address, bootstrap_factory make_boot
   auto mailbox = self->mailbox_;
   auto err = self->thread_.start(
     "rpc_thread_failed", [raw, mailbox, host, port, make_bootstrap = std::move(make_bootstrap),
-                          pinned = std::move(pinned)](kj::AsyncIoContext& io,
+                          pinned = std::move(pinned), busy_poll_window](kj::AsyncIoContext& io,
                                                       const kj_thread::ready_fn& ready,
                                                       kj::Promise<void> stopped) {
       return serve(io, ready, kj::mv(stopped), mailbox, host, port, make_bootstrap, pinned,
-                   raw->address_, raw->drain_ms_);
+                   busy_poll_window, raw->address_, raw->drain_ms_);
     });
   if (err)
     return err;

@@ -52,9 +52,12 @@ public:
 
   /// Returns once the server listens, or with errc::invalid_argument (bad address) /
   /// errc::unavailable (cannot listen: the message says why, e.g. address in use).
+  /// `busy_poll_window`: how long the kj thread polls for the next request before it sleeps
+  /// (busy_poll.hpp); zero sleeps at once.
   [[nodiscard]] static caf::expected<std::unique_ptr<rpc_server>>
   start(const std::string& listen_address, bootstrap_factory make_bootstrap,
-        std::shared_ptr<kj_execution_unit> pinned = nullptr);
+        std::shared_ptr<kj_execution_unit> pinned = nullptr,
+        std::chrono::microseconds busy_poll_window = std::chrono::microseconds{0});
 
   ~rpc_server();
 

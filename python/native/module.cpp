@@ -399,10 +399,12 @@ private:
 class client {
 public:
   client(const std::string& address, const std::string& token, const std::string& version,
-         const std::string& environment) {
+         const std::string& environment, int64_t reply_poll_us) {
     shoal::client::connect_options opts;
     opts.client_version = version;
     opts.environment = environment;
+    if (reply_poll_us >= 0)
+      opts.reply_poll = std::chrono::microseconds{reply_poll_us};
     py::gil_scoped_release release;
     conn_ = connection::open(address, token, opts);
   }
@@ -942,11 +944,13 @@ class RpcError(Exception):
   auto client_class = py::class_<client>(m, "Client");
   client_class
     .def(py::init<const std::string&, const std::string&, const std::string&,
-                  const std::string&>(),
+                  const std::string&, int64_t>(),
          py::arg("address"), py::arg("token"), py::arg("client_version") = "0.1.0",
-         py::arg("environment") = "",
+         py::arg("environment") = "", py::arg("reply_poll_us") = -1,
          "Connects to shoald at 'host:port' and authenticates; `environment` selects the "
-         "session's environment (\"\" = the token's own, \"main\" for an admin token).")
+         "session's environment (\"\" = the token's own, \"main\" for an admin token); "
+         "`reply_poll_us` caps how long a queue call busy-polls for its reply (0: never; -1: "
+         "the default, 400).")
     .def("create_environment", &client::create_environment, py::arg("name"))
     .def("list_environments", &client::list_environments)
     .def("delete_environment", &client::delete_environment, py::arg("name"))

@@ -9,6 +9,7 @@ say what to do.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Any, Callable
 
@@ -345,11 +346,30 @@ class Remote:
         return guarded
 
 
+def _reply_poll_us() -> int:
+    """``SHOAL_REPLY_POLL_US``: how long a queue call may busy-poll for its reply (-1: default)."""
+    raw = os.environ.get("SHOAL_REPLY_POLL_US", "").strip()
+    if not raw:
+        return -1
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(
+            f"SHOAL_REPLY_POLL_US={raw!r} is not a number of microseconds; set it to 0 to "
+            "turn busy-polling off, or unset it for the default (400)"
+        )
+    return value
+
+
 def connect_to(target: Target) -> Connection:
     """Opens and authenticates a connection to ``target``."""
     native = _native_module()
     try:
-        client = native.Client(target.address, target.token, __version__, target.environment)
+        client = native.Client(
+            target.address, target.token, __version__, target.environment, _reply_poll_us()
+        )
     except native.RpcError as e:
         code = rpc_code(e)
         message = _one_line(rpc_message(e))

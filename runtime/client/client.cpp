@@ -437,7 +437,7 @@ struct connection::impl {
   std::unique_ptr<thread_channel> open_channel() {
     auto ch = std::make_unique<thread_channel>();
     ch->rpc = std::make_unique<sync_rpc>(address, token, options.client_version, options.environment,
-                                         options.connect_timeout);
+                                         options.connect_timeout, options.reply_poll);
     ch->open = open_channels;
     ++*open_channels;
     return ch;

@@ -1,7 +1,10 @@
 #include "runtime/client/sync_rpc.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include <fcntl.h>
 #include <netdb.h>
@@ -119,11 +122,47 @@ int connect_to(const std::string& address, std::chrono::milliseconds timeout) {
   return fd;
 }
 
+std::atomic<int> pollers{0};
+
 } // namespace
+
+// --- reply_poll -----------------------------------------------------------------------------------
+
+int64_t reply_poll::budget_ns() const noexcept {
+  if (limit_ns_ <= 0 || typical_ns_ > limit_ns_)
+    return 0;
+  if (typical_ns_ == 0)
+    return limit_ns_; // no reply yet: assume a quick one
+  return std::min(limit_ns_, 2 * typical_ns_);
+}
+
+void reply_poll::replied(int64_t waited_ns) noexcept {
+  // One long wait (a blocking get) counts as a few limits, so quick replies win back polling soon.
+  auto sample = std::min(std::max<int64_t>(waited_ns, 1), 4 * std::max<int64_t>(limit_ns_, 1));
+  typical_ns_ = typical_ns_ == 0 ? sample : typical_ns_ + (sample - typical_ns_) / 4;
+}
+
+int reply_poll::slots() noexcept {
+  static const int n = std::max(1, static_cast<int>(std::thread::hardware_concurrency() / 2));
+  return n;
+}
+
+bool reply_poll::try_enter() noexcept {
+  int now = pollers.load(std::memory_order_relaxed);
+  while (now < slots())
+    if (pollers.compare_exchange_weak(now, now + 1, std::memory_order_acquire))
+      return true;
+  return false;
+}
+
+void reply_poll::leave() noexcept { pollers.fetch_sub(1, std::memory_order_release); }
+
+// --- sync_rpc -------------------------------------------------------------------------------------
 
 sync_rpc::sync_rpc(const std::string& address, const std::string& token,
                    const std::string& client_version, const std::string& environment,
-                   std::chrono::milliseconds timeout) {
+                   std::chrono::milliseconds timeout, std::chrono::microseconds reply_poll_limit)
+  : poll_(reply_poll_limit) {
   fd_ = connect_to(address, timeout);
   try {
     // The handshake must not hang on a server that accepts but does not answer.
@@ -267,7 +306,7 @@ capnp::AnyPointer::Reader sync_rpc::await_return(uint32_t question) {
     if (in_.size() * sizeof(word) < want_bytes)
       in_.resize((want_bytes + sizeof(word) - 1) / sizeof(word));
     auto* bytes = reinterpret_cast<char*>(in_.data());
-    auto n = ::recv(fd_, bytes + in_bytes_, in_.size() * sizeof(word) - in_bytes_, 0);
+    auto n = receive(bytes + in_bytes_, in_.size() * sizeof(word) - in_bytes_);
     if (n > 0) {
       in_bytes_ += static_cast<size_t>(n);
       continue;
@@ -280,6 +319,24 @@ capnp::AnyPointer::Reader sync_rpc::await_return(uint32_t question) {
       fail(kj::Exception::Type::DISCONNECTED, "the server did not answer the handshake in time");
     lost("recv", errno);
   }
+}
+
+long sync_rpc::receive(void* into, size_t size) {
+  if (poll_until_ns_ != 0) {
+    if (reply_poll::try_enter()) {
+      long n;
+      do {
+        n = ::recv(fd_, into, size, MSG_DONTWAIT);
+        if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+          break;
+      } while (steady_ns() < poll_until_ns_);
+      reply_poll::leave();
+      if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        return n;
+    }
+    poll_until_ns_ = 0; // the rest of this wait sleeps
+  }
+  return ::recv(fd_, into, size, 0);
 }
 
 void sync_rpc::handle_other(rpc::Message::Reader message) {

@@ -29,6 +29,39 @@
 
 namespace shoal::client {
 
+/// How long a call may busy-poll its socket for the reply before sleeping in `recv`.
+///
+/// Why: on a VM, a thread that sleeps in `recv` and is woken by the reply loses tens of
+/// microseconds to the wake-up alone, as much as a whole queue put costs the server besides its
+/// fsync (bench/RESULTS.md, "Session 6"). A call whose replies lately came within `limit` polls
+/// with non-blocking `recv`s for up to twice its typical reply time (at most `limit`), then sleeps.
+/// A call that waits long (a blocking get on an empty queue, a loaded server) pushes the typical
+/// time past the limit and sleeps at once until replies are quick again. Only one thread per two
+/// cores of a process polls at a time (`try_enter`), so many waiting threads never take the CPU
+/// the server or the other threads need. Not thread-safe; one per channel.
+class reply_poll {
+public:
+  explicit reply_poll(std::chrono::microseconds limit) noexcept
+    : limit_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(limit).count()) {}
+
+  /// How long the next wait may poll, in ns (0: sleep at once).
+  int64_t budget_ns() const noexcept;
+  /// A reply came `waited_ns` after its call was sent.
+  void replied(int64_t waited_ns) noexcept;
+  /// The moving average of reply times (0: no reply yet).
+  int64_t typical_ns() const noexcept { return typical_ns_; }
+
+  /// Takes one of the process's polling slots (false: all taken, sleep instead); `leave` gives
+  /// it back.
+  static bool try_enter() noexcept;
+  static void leave() noexcept;
+  static int slots() noexcept;
+
+private:
+  int64_t limit_ns_;
+  int64_t typical_ns_ = 0;
+};
+
 class sync_rpc {
 public:
   /// What the handshake brings back: the imported Session and its Queues capability.
@@ -42,7 +75,8 @@ public:
   /// kj::Exception (DISCONNECTED for socket failures, FAILED with the server's text otherwise),
   /// as kj's RpcSystem would.
   sync_rpc(const std::string& address, const std::string& token, const std::string& client_version,
-           const std::string& environment, std::chrono::milliseconds timeout);
+           const std::string& environment, std::chrono::milliseconds timeout,
+           std::chrono::microseconds reply_poll_limit = std::chrono::microseconds{0});
   ~sync_rpc();
   sync_rpc(const sync_rpc&) = delete;
   sync_rpc& operator=(const sync_rpc&) = delete;
@@ -73,11 +107,26 @@ public:
     }
     flush();
     finish_pending_ = question; // owed whether the call succeeds or fails
+    auto sent_ns = steady_ns();
+    if (auto budget = poll_.budget_ns(); budget > 0)
+      poll_until_ns_ = sent_ns + budget;
     auto done = await_return(question);
+    poll_until_ns_ = 0;
+    poll_.replied(steady_ns() - sent_ns);
     return read(done.template getAs<Results>());
   }
 
+  /// The reply-time average this channel's polling goes by (for tests and inspection).
+  const reply_poll& polling() const noexcept { return poll_; }
+
 private:
+  static int64_t steady_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+  }
+  /// `recv` into `into`, busy-polling first while `poll_until_ns_` is ahead (and a slot is free).
+  long receive(void* into, size_t size);
   /// Appends `message`, framed, to the outgoing bytes.
   void queue_message(capnp::MessageBuilder& message);
   void queue_finish(uint32_t question, bool release_result_caps);
@@ -105,6 +154,8 @@ private:
   size_t in_bytes_ = 0;
   size_t consumed_words_ = 0;         ///< the last message handed out, dropped on the next read
   std::optional<capnp::FlatArrayMessageReader> reader_; ///< over the last message handed out
+  reply_poll poll_;
+  int64_t poll_until_ns_ = 0; ///< while waiting for a reply: poll, don't sleep, until then
 };
 
 } // namespace shoal::client

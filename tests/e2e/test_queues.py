@@ -323,6 +323,43 @@ def test_a_forked_child_leaves_its_parents_queue_connection_alone(sdk, shoald):
     assert seen == ["before", 0, "child", "after"], "queue calls failed or hung after a fork"
 
 
+@pytest.mark.parametrize("poll_us", ["0", "2000"])
+def test_queue_calls_work_with_reply_polling_off_and_on(sdk, shoald, monkeypatch, poll_us):
+    # SHOAL_REPLY_POLL_US is read when a connection opens; a thread's channel polls for quick
+    # replies (2000) or always sleeps (0). A get that waits for a later put outlasts any polling.
+    name = f"poll-{poll_us}"
+    sdk.Queue.from_name(name, create_if_missing=True).clear()
+    monkeypatch.setenv("SHOAL_REPLY_POLL_US", poll_us)
+    conn = connect(shoald)
+    got = []
+
+    def worker():
+        for i in range(50):
+            conn._call("put", lambda c: c.queue_put(name, "", [pickle.dumps(i)], 0))
+            got.extend(pickle.loads(b) for b in conn._call("get", lambda c: c.queue_get(name, "", 1, 5000)))
+        waiting = threading.Thread(
+            target=lambda: got.extend(
+                pickle.loads(b) for b in conn._call("get", lambda c: c.queue_get(name, "", 1, 10000))
+            )
+        )
+        waiting.start()
+        time.sleep(0.3)
+        conn._call("put", lambda c: c.queue_put(name, "", [pickle.dumps("late")], 0))
+        waiting.join(30)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(60)
+    conn.close()
+    assert got == list(range(50)) + ["late"]
+
+
+def test_a_bad_reply_poll_setting_is_refused_with_the_fix(shoald, monkeypatch):
+    monkeypatch.setenv("SHOAL_REPLY_POLL_US", "fast")
+    with pytest.raises(ValueError, match="SHOAL_REPLY_POLL_US='fast'.*set it to 0"):
+        connect(shoald)
+
+
 def test_concurrent_puts_each_get_their_own_answer(sdk):
     q = sdk.Queue.from_name("concurrent-put", create_if_missing=True)
     barrier = threading.Barrier(16)

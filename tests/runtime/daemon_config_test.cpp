@@ -12,6 +12,20 @@ TEST_CASE("shoald defaults to all roles on loopback") {
   CHECK(parsed->config.worker);
   CHECK(parsed->config.listen == "127.0.0.1:7650");
   CHECK(parsed->config.state_dir == "/tmp/x");
+  CHECK(parsed->config.busy_poll == std::chrono::microseconds{250});
+}
+
+TEST_CASE("shoald --busy-poll-us sets the RPC thread's polling window; 0 turns it off") {
+  auto off = parse_args({"--state-dir", "/s", "--busy-poll-us", "0"});
+  REQUIRE(off);
+  CHECK(off->config.busy_poll == std::chrono::microseconds{0});
+  auto longer = parse_args({"--state-dir", "/s", "--busy-poll-us=1000"});
+  REQUIRE(longer);
+  CHECK(longer->config.busy_poll == std::chrono::microseconds{1000});
+  auto bad = parse_args({"--state-dir", "/s", "--busy-poll-us", "-5"});
+  REQUIRE_FALSE(bad);
+  CHECK(shoal::message_of(bad.error()).find("--busy-poll-us") != std::string::npos);
+  CHECK(shoal::usage().find("--busy-poll-us") != std::string::npos);
 }
 
 TEST_CASE("shoald accepts each role and the key=value spelling") {

@@ -16,7 +16,9 @@
 #include "schema/gateway.capnp.h"
 #include "schema/queues.capnp.h"
 
+using shoal::client::reply_poll;
 using shoal::client::sync_rpc;
+using namespace std::chrono_literals;
 namespace wire = shoal::wire;
 
 namespace {
@@ -28,7 +30,7 @@ struct fake_state {
 
 class fake_queues final : public wire::Queues::Server {
 public:
-  explicit fake_queues(fake_state& st) : st_(st) {}
+  fake_queues(fake_state& st, kj::Timer& timer) : st_(st), timer_(timer) {}
 
   kj::Promise<void> queuePut(QueuePutContext ctx) override {
     auto p = ctx.getParams();
@@ -36,6 +38,8 @@ public:
       return KJ_EXCEPTION(FAILED, "[invalid_argument] no queue may be named 'bad'");
     for (auto item : p.getItems())
       st_.items.emplace_back(reinterpret_cast<const char*>(item.begin()), item.size());
+    if (p.getName() == "slow") // answers after 30 ms
+      return timer_.afterDelay(30 * kj::MILLISECONDS);
     return kj::READY_NOW;
   }
 
@@ -50,6 +54,7 @@ public:
 
 private:
   fake_state& st_;
+  kj::Timer& timer_;
 };
 
 /// Hands out its Queues as a promise that resolves a little later, so the client sees a
@@ -60,9 +65,10 @@ public:
 
   kj::Promise<void> queues(QueuesContext ctx) override {
     auto& st = st_;
-    wire::Queues::Client later = timer_.afterDelay(20 * kj::MILLISECONDS).then([&st]() {
+    auto& timer = timer_;
+    wire::Queues::Client later = timer_.afterDelay(20 * kj::MILLISECONDS).then([&st, &timer]() {
       ++st.resolves;
-      return wire::Queues::Client(kj::heap<fake_queues>(st));
+      return wire::Queues::Client(kj::heap<fake_queues>(st, timer));
     });
     ctx.getResults().setQueues(kj::mv(later));
     return kj::READY_NOW;
@@ -204,4 +210,67 @@ TEST_CASE("sync_rpc reports a server that went away as disconnected") {
   } catch (const kj::Exception& e) {
     CHECK(e.getType() == kj::Exception::Type::DISCONNECTED);
   }
+}
+
+TEST_CASE("reply_poll polls for quick replies only, and wins polling back once they are quick") {
+  SECTION("a limit of zero never polls") {
+    reply_poll off{0us};
+    CHECK(off.budget_ns() == 0);
+    off.replied(1000);
+    CHECK(off.budget_ns() == 0);
+  }
+  SECTION("twice the typical reply, at most the limit") {
+    reply_poll p{400us};
+    CHECK(p.budget_ns() == 400000); // no reply yet: assume a quick one
+    p.replied(100000);
+    CHECK(p.typical_ns() == 100000);
+    CHECK(p.budget_ns() == 200000);
+    p.replied(300000);
+    CHECK(p.typical_ns() == 150000);
+    CHECK(p.budget_ns() == 300000);
+  }
+  SECTION("a long wait stops polling for a few calls, not for long") {
+    reply_poll p{400us};
+    p.replied(100000);
+    p.replied(10'000'000'000); // a blocking get that waited 10 s counts as 4 limits
+    CHECK(p.typical_ns() == 100000 + (1600000 - 100000) / 4);
+    CHECK(p.budget_ns() == 0);
+    int quick = 0;
+    while (p.budget_ns() == 0 && quick < 100) {
+      p.replied(100000);
+      ++quick;
+    }
+    CHECK(quick == 1);
+    CHECK(p.budget_ns() > 0);
+  }
+  SECTION("a process lets only so many threads poll at once") {
+    int taken = 0;
+    while (taken <= reply_poll::slots() && reply_poll::try_enter())
+      ++taken;
+    CHECK(taken == reply_poll::slots());
+    CHECK_FALSE(reply_poll::try_enter());
+    reply_poll::leave();
+    CHECK(reply_poll::try_enter());
+    for (int i = 0; i < taken; ++i)
+      reply_poll::leave();
+  }
+}
+
+TEST_CASE("sync_rpc busy-polls for quick replies, then sleeps for a reply that takes longer") {
+  fake_server server;
+  sync_rpc rpc{server.address(), "good", "test", "", std::chrono::seconds(5), 2000us};
+  std::this_thread::sleep_for(std::chrono::milliseconds(50)); // the Queues promise resolved
+  put(rpc, "q", "a");
+  CHECK(rpc.polling().typical_ns() > 0);
+  CHECK(rpc.polling().budget_ns() > 0);
+  put(rpc, "slow", "b"); // outlasts the 2 ms of polling: the rest of the wait sleeps in recv
+  CHECK(rpc.polling().typical_ns() > 2'000'000);
+  CHECK(rpc.polling().budget_ns() == 0);
+  put(rpc, "slow", "c"); // answered while not polling at all
+  for (int i = 0; i < 20 && rpc.polling().budget_ns() == 0; ++i)
+    put(rpc, "q", "d");
+  CHECK(rpc.polling().budget_ns() > 0);
+  auto got = get_all(rpc);
+  REQUIRE(got.size() >= 4);
+  CHECK(std::vector<std::string>(got.begin(), got.begin() + 3) == std::vector<std::string>{"a", "b", "c"});
 }

@@ -1,0 +1,54 @@
+#include "runtime/busy_poll.hpp"
+
+#include <algorithm>
+#include <thread>
+
+namespace shoal {
+
+busy_poll::busy_poll(kj::Timer& timer, kj::Duration window, size_t max_sources)
+  : timer_(timer), window_(window),
+    max_sources_(max_sources > 0
+                   ? max_sources
+                   : std::max<size_t>(1, std::thread::hardware_concurrency()) - 1),
+    idle_since_(timer.now()) {
+  if (max_sources_ == 0)
+    max_sources_ = 1;
+}
+
+void busy_poll::on_request(const void* source) {
+  if (window_ <= 0 * kj::NANOSECONDS)
+    return;
+  if (std::find(sources_.begin(), sources_.end(), source) != sources_.end()) {
+    crowded_ = false; // a recent client again
+  } else if (sources_.size() < max_sources_) {
+    sources_.push_back(source);
+  } else { // one client too many: start counting afresh from this one
+    sources_.assign(1, source);
+    crowded_ = true;
+  }
+  if (crowded_)
+    return; // an open window closes at its next poll
+  fresh_request_ = true;
+  if (polling_)
+    return;
+  polling_ = true;
+  ++windows_;
+  ticking_ = tick().eagerlyEvaluate(nullptr);
+}
+
+kj::Promise<void> busy_poll::tick() {
+  // Due at once: the loop's next wait polls without sleeping, then this runs.
+  return timer_.afterDelay(0 * kj::NANOSECONDS).then([this]() -> kj::Promise<void> {
+    ++polls_;
+    if (fresh_request_) { // the first poll since a request: the loop is idle from now
+      fresh_request_ = false;
+      idle_since_ = timer_.now();
+    }
+    if (!crowded_ && timer_.now() - idle_since_ < window_)
+      return tick();
+    polling_ = false;
+    return kj::READY_NOW;
+  });
+}
+
+} // namespace shoal

@@ -1,0 +1,83 @@
+// busy_poll on a real kj loop: a request opens a window in which the idle loop polls instead of
+// sleeping; the window closes after the loop was idle that long; requests from more connections
+// than the machine has spare cores close it.
+
+#include "runtime/busy_poll.hpp"
+
+#include <catch2/catch.hpp>
+#include <kj/async-io.h>
+
+using shoal::busy_poll;
+
+namespace {
+
+int client_a;
+int client_b;
+
+} // namespace
+
+TEST_CASE("busy_poll keeps the idle loop polling for its window after a request, then sleeps") {
+  auto io = kj::setupAsyncIo();
+  auto& timer = io.provider->getTimer();
+  busy_poll poller{timer, 2 * kj::MILLISECONDS, 1};
+  CHECK_FALSE(poller.polling());
+
+  poller.on_request(&client_a);
+  CHECK(poller.polling());
+  CHECK(poller.windows() == 1);
+  // 1 ms idle: the window is still open and the loop polled many times meanwhile.
+  timer.afterDelay(1 * kj::MILLISECONDS).wait(io.waitScope);
+  CHECK(poller.polling());
+  auto polls = poller.polls();
+  CHECK(polls > 10);
+
+  // A request inside the window keeps it open from the next idle poll on.
+  poller.on_request(&client_a);
+  CHECK(poller.windows() == 1);
+  timer.afterDelay(1500 * kj::MICROSECONDS).wait(io.waitScope);
+  CHECK(poller.polling());
+
+  // Idle for longer than the window: it closed, and the loop stopped polling.
+  timer.afterDelay(5 * kj::MILLISECONDS).wait(io.waitScope);
+  CHECK_FALSE(poller.polling());
+  polls = poller.polls();
+  timer.afterDelay(3 * kj::MILLISECONDS).wait(io.waitScope);
+  CHECK(poller.polls() == polls);
+
+  // The next request opens a new window.
+  poller.on_request(&client_a);
+  CHECK(poller.polling());
+  CHECK(poller.windows() == 2);
+}
+
+TEST_CASE("busy_poll does not poll while requests come from more connections than spare cores") {
+  auto io = kj::setupAsyncIo();
+  auto& timer = io.provider->getTimer();
+  busy_poll poller{timer, 50 * kj::MILLISECONDS, 1};
+
+  poller.on_request(&client_a);
+  CHECK(poller.polling());
+  poller.on_request(&client_b); // a second client on a machine with one spare core
+  CHECK(poller.crowded());
+  timer.afterDelay(1 * kj::MILLISECONDS).wait(io.waitScope);
+  CHECK_FALSE(poller.polling()); // the open window closed at its next poll
+  poller.on_request(&client_a);
+  CHECK(poller.crowded());
+  CHECK_FALSE(poller.polling());
+
+  // Requests from one client again: polling resumes.
+  poller.on_request(&client_a);
+  CHECK_FALSE(poller.crowded());
+  CHECK(poller.polling());
+  CHECK(poller.windows() == 2);
+}
+
+TEST_CASE("busy_poll with a window of zero never polls") {
+  auto io = kj::setupAsyncIo();
+  busy_poll poller{io.provider->getTimer(), 0 * kj::MILLISECONDS};
+  poller.on_request(&client_a);
+  CHECK_FALSE(poller.polling());
+  CHECK(poller.windows() == 0);
+  io.provider->getTimer().afterDelay(1 * kj::MILLISECONDS).wait(io.waitScope);
+  CHECK(poller.polls() == 0);
+}
