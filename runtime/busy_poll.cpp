@@ -19,12 +19,14 @@ void busy_poll::on_request(const void* source) {
   if (window_ <= 0 * kj::NANOSECONDS)
     return;
   if (std::find(sources_.begin(), sources_.end(), source) != sources_.end()) {
-    crowded_ = false; // a recent client again
+    if (crowded_ && ++calm_ >= calm_requests)
+      crowded_ = false; // only few clients again
   } else if (sources_.size() < max_sources_) {
     sources_.push_back(source);
   } else { // one client too many: start counting afresh from this one
     sources_.assign(1, source);
     crowded_ = true;
+    calm_ = 0;
   }
   if (crowded_)
     return; // an open window closes at its next poll

@@ -14,9 +14,14 @@
 /// The window closes once the loop has been idle for `window` since the last request arrived
 /// (`on_request`, called by the server's `buffered_stream`s when bytes arrive; the idle time
 /// counts from the first poll after it, so the request's own work, an fsync say, does not use up
-/// the window); the loop then sleeps as before. So an idle daemon
-/// spends at most one window of CPU per burst of requests, and a saturated one, never idle,
-/// never polls. A window of zero turns it off.
+/// the window); the loop then sleeps as before. So an idle daemon spends at most one window of
+/// CPU per burst of requests. A window of zero turns it off.
+///
+/// Only while few clients call: polling pays when every client has a core of its own. When
+/// requests come from more connections than the machine has cores besides this thread's
+/// (`max_sources`), the clients need the CPU the loop would burn, and their requests batch up in
+/// each poll anyway; then the loop sleeps at once (`crowded`) until `calm_requests` requests in a
+/// row came from few connections again.
 ///
 /// kj thread only.
 
@@ -30,6 +35,8 @@ namespace shoal {
 
 class busy_poll {
 public:
+  static constexpr int calm_requests = 8;
+
   /// `max_sources` 0: one fewer than the machine's cores (at least one).
   busy_poll(kj::Timer& timer, kj::Duration window, size_t max_sources = 0);
 
@@ -51,6 +58,7 @@ private:
   size_t max_sources_;
   std::vector<const void*> sources_; ///< the connections requests came from lately
   bool crowded_ = false;             ///< more of them than `max_sources_`: do not poll
+  int calm_ = 0;                     ///< requests from known connections since it got crowded
   kj::TimePoint idle_since_;
   bool fresh_request_ = false; ///< a request came since the last poll
   bool polling_ = false;

@@ -61,12 +61,21 @@ TEST_CASE("busy_poll does not poll while requests come from more connections tha
   CHECK(poller.crowded());
   timer.afterDelay(1 * kj::MILLISECONDS).wait(io.waitScope);
   CHECK_FALSE(poller.polling()); // the open window closed at its next poll
-  poller.on_request(&client_a);
+  poller.on_request(&client_a); // sources: [a], crowded, none calm yet
   CHECK(poller.crowded());
   CHECK_FALSE(poller.polling());
 
-  // Requests from one client again: polling resumes.
-  poller.on_request(&client_a);
+  // Requests from one client again: polling resumes once enough came in a row.
+  for (int i = 1; i < busy_poll::calm_requests; ++i) {
+    poller.on_request(&client_a);
+    CHECK(poller.crowded());
+  }
+  poller.on_request(&client_b); // another interrupts the calm: counting starts again
+  for (int i = 0; i < busy_poll::calm_requests - 1; ++i)
+    poller.on_request(&client_b);
+  CHECK(poller.crowded());
+  CHECK_FALSE(poller.polling());
+  poller.on_request(&client_b);
   CHECK_FALSE(poller.crowded());
   CHECK(poller.polling());
   CHECK(poller.windows() == 2);
