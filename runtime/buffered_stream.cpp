@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <kj/debug.h>
+
 #include "runtime/busy_poll.hpp"
 
 namespace shoal {
@@ -45,6 +47,30 @@ kj::Promise<size_t> buffered_stream::tryRead(void* buffer, size_t min_bytes, siz
         poller_->on_request(this);
       return got + take_buffered(out + got, max_bytes - got);
     });
+}
+
+kj::Promise<kj::ArrayPtr<const kj::byte>> buffered_stream::peek(size_t n) {
+  KJ_REQUIRE(n <= in_.size(), "peek beyond the read buffer");
+  if (in_end_ - in_begin_ >= n)
+    return in_.slice(in_begin_, in_end_).asConst();
+  if (in_begin_ > 0) { // room at the end for the rest
+    std::memmove(in_.begin(), in_.begin() + in_begin_, in_end_ - in_begin_);
+    in_end_ -= in_begin_;
+    in_begin_ = 0;
+  }
+  return inner_->tryRead(in_.begin() + in_end_, 1, in_.size() - in_end_)
+    .then([this, n](size_t got) -> kj::Promise<kj::ArrayPtr<const kj::byte>> {
+      in_end_ += got;
+      if (got == 0) // the end of the stream: what there is
+        return in_.slice(in_begin_, in_end_).asConst();
+      return peek(n);
+    });
+}
+
+void buffered_stream::skip(size_t n) {
+  in_begin_ += std::min(n, in_end_ - in_begin_);
+  if (in_begin_ == in_end_)
+    in_begin_ = in_end_ = 0;
 }
 
 void buffered_stream::abortRead() { inner_->abortRead(); }

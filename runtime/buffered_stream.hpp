@@ -45,6 +45,14 @@ public:
   explicit buffered_stream(kj::Own<kj::AsyncIoStream> inner, busy_poll* poller = nullptr);
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
+  /// Resolves once `n` bytes (at most `read_buffer_bytes`) are buffered, or fewer at the end of
+  /// the stream, without consuming them: later reads return them. For telling protocols apart by
+  /// a connection's first bytes.
+  kj::Promise<kj::ArrayPtr<const kj::byte>> peek(size_t n);
+  /// Drops up to `n` buffered bytes (after `peek`).
+  void skip(size_t n);
+  /// Resolves once every byte accepted so far is on the socket (before dropping the stream).
+  kj::Promise<void> flushed();
   kj::Promise<void> write(const void* buffer, size_t size) override;
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override;
   kj::Promise<void> whenWriteDisconnected() override;
@@ -77,8 +85,6 @@ private:
   kj::Promise<void> drain();
   /// Everything is on the socket: release flush waiters, run a pending shutdownWrite.
   void settle();
-  /// Resolves once every byte accepted so far is on the socket.
-  kj::Promise<void> flushed();
   void fail(kj::Exception&& exception);
 
   kj::Own<kj::AsyncIoStream> inner_;

@@ -6,6 +6,8 @@
 
 #include "runtime/buffered_stream.hpp"
 #include "runtime/busy_poll.hpp"
+#include "runtime/channel_preface.hpp"
+#include "runtime/channel_vat.hpp"
 #include "runtime/errc.hpp"
 #include "runtime/log.hpp"
 
@@ -37,16 +39,47 @@ bool split_host_port(const std::string& address, std::string& host, uint16_t& po
 
 namespace {
 
-/// `TwoPartyServer::listen`, with each connection's socket behind a `buffered_stream` that tells
-/// `poller` when requests arrive.
-kj::Promise<void> accept_loop(capnp::TwoPartyServer& server, kj::ConnectionReceiver& listener,
-                              busy_poll& poller) {
-  return listener.accept().then(
-    [&server, &listener, &poller](kj::Own<kj::AsyncIoStream>&& connection) {
-      server.accept(kj::heap<buffered_stream>(kj::mv(connection), &poller));
-      return accept_loop(server, listener, poller);
+/// What serves connections: capnp's TwoPartyServer, or a channel_vat for thread channels.
+struct servers {
+  capnp::TwoPartyServer& rpc;
+  capnp::Capability::Client bootstrap;
+  capnp::CapabilityServerSet<capnp::Capability>& direct;
+  busy_poll& poller;
+  kj::TaskSet& connections; ///< the channel vats, and connections still being told apart
+};
+
+/// Serves one accepted connection, by its first bytes.
+kj::Promise<void> serve_connection(servers& s, kj::Own<buffered_stream> stream) {
+  auto& raw = *stream;
+  return raw.peek(channel_preface_size)
+    .then([&s, stream = kj::mv(stream)](kj::ArrayPtr<const kj::byte> head) mutable -> kj::Promise<void> {
+      if (!is_channel_preface(head.begin(), head.size())) {
+        s.rpc.accept(kj::mv(stream));
+        return kj::READY_NOW;
+      }
+      stream->skip(channel_preface_size);
+      auto vat = kj::heap<channel_vat>(kj::mv(stream), s.bootstrap, s.direct);
+      auto done = vat->run();
+      return done.attach(kj::mv(vat));
     });
 }
+
+/// `TwoPartyServer::listen`, with each connection's socket behind a `buffered_stream` that tells
+/// the poller when requests arrive.
+kj::Promise<void> accept_loop(servers& s, kj::ConnectionReceiver& listener) {
+  return listener.accept().then([&s, &listener](kj::Own<kj::AsyncIoStream>&& connection) {
+    s.connections.add(serve_connection(s, kj::heap<buffered_stream>(kj::mv(connection), &s.poller)));
+    return accept_loop(s, listener);
+  });
+}
+
+/// Connections that fail while being told apart, or channels that fail, just end.
+class connection_errors final : public kj::TaskSet::ErrorHandler {
+public:
+  void taskFailed(kj::Exception&& ex) override {
+    log::debug("rpc_connection_ended").kv("error", ex.getDescription().cStr());
+  }
+};
 
 /// The kj thread's body (kj_thread.hpp): listen, serve until stopped, then stop in order.
 caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::Promise<void> stopped,
@@ -70,11 +103,16 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
   bool bracket = host.find(':') != std::string::npos;
   auto bound = (bracket ? "[" + host + "]" : host) + ":" + std::to_string(listener->getPort());
   call_gate gate;
-  rpc_context ctx{bound, gate, mailbox, io.provider->getTimer()};
+  capnp::CapabilityServerSet<capnp::Capability> direct_servers;
+  rpc_context ctx{bound, gate, mailbox, io.provider->getTimer(), direct_servers};
   busy_poll poller{io.provider->getTimer(), busy_poll_window.count() * kj::MICROSECONDS};
   {
-    auto server = kj::heap<capnp::TwoPartyServer>(make_bootstrap(ctx));
-    auto accepting = accept_loop(*server, *listener, poller).eagerlyEvaluate([](kj::Exception&& ex) {
+    auto bootstrap = make_bootstrap(ctx);
+    auto server = kj::heap<capnp::TwoPartyServer>(bootstrap);
+    connection_errors connection_errors;
+    auto connections = kj::heap<kj::TaskSet>(connection_errors);
+    servers both{*server, bootstrap, direct_servers, poller, *connections};
+    auto accepting = accept_loop(both, *listener).eagerlyEvaluate([](kj::Exception&& ex) {
       log::error("rpc_accept_failed").kv("error", ex.getDescription().cStr());
     });
     auto mailbox_loop = mailbox->run().eagerlyEvaluate([](kj::Exception&& ex) {
@@ -107,6 +145,7 @@ caf::error serve(kj::AsyncIoContext& io, const kj_thread::ready_fn& ready, kj::P
     pinned_loop = nullptr;
     mailbox->close();
     mailbox_loop = nullptr;
+    connections = nullptr;
     server = nullptr;
   }
   log::info("rpc_closed");

@@ -9,6 +9,9 @@
 /// Actors pinned to the server's thread (`pinned_unit`, kj_execution_unit.hpp) run between its
 /// RPC events while the server runs, and on CAF's workers once it stopped.
 ///
+/// Connections that open with `channel_preface` (thread channels, runtime/client/sync_rpc.hpp)
+/// are served by a `channel_vat` instead of capnp's RpcSystem; both serve the same bootstrap.
+///
 /// Ordered stop (`stop`): stop accepting → close the call gate and wait for in-flight calls (at
 /// most `drain`) → hand pinned actors to CAF's scheduler → drop every connection → close the
 /// mailbox → join the thread.
@@ -41,6 +44,9 @@ struct rpc_context {
   /// drops those posts instead of touching freed memory.
   std::shared_ptr<kj_mailbox> mailbox;
   kj::Timer& timer;
+  /// Capability servers added here that are also `direct_server`s (channel_vat.hpp) serve the
+  /// thread channels' calls straight from the wire.
+  capnp::CapabilityServerSet<capnp::Capability>& direct_servers;
 };
 
 /// Splits "host:port" / "[v6]:port". False for anything else.

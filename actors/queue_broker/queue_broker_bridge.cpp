@@ -8,6 +8,9 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/send.hpp>
 
+#include <capnp/schema.h>
+
+#include "runtime/channel_vat.hpp"
 #include "runtime/kj_bridge.hpp"
 #include "schema/queues.capnp.h"
 
@@ -161,7 +164,13 @@ private:
   object_info info_;
 };
 
-class queues_impl final : public wire::Queues::Server {
+/// The ordinal of `method` in interface T (checked at start, not hard-coded).
+template <class T>
+uint16_t method_index(const char* method) {
+  return capnp::Schema::from<T>().getMethodByName(method).getIndex();
+}
+
+class queues_impl final : public wire::Queues::Server, public direct_server {
 public:
   explicit queues_impl(std::shared_ptr<queues_env> env) : env_(std::move(env)) {}
 
@@ -231,40 +240,34 @@ public:
   // -- queues ---------------------------------------------------------------------------------
 
   kj::Promise<void> queuePut(QueuePutContext ctx) override {
-    auto pass = env_->ctx.gate.enter();
-    auto p = ctx.getParams();
-    queue_put_request req;
-    req.environment = env_->environment;
-    req.name = p.getName();
-    req.partition = p.getPartition();
-    req.partition_ttl_ms = p.getPartitionTtlMs();
-    auto items = p.getItems();
-    req.items.reserve(items.size());
-    for (auto item : items)
-      req.items.push_back(to_std(item));
-    auto [reply, promise] = env_->expect<caf::unit_t>(env_);
-    caf::anon_send(env_->broker, queue_put_atom::value, std::move(req), std::move(reply));
-    return promise.attach(kj::mv(pass));
+    return put(ctx.getParams());
   }
 
   kj::Promise<void> queueGet(QueueGetContext ctx) override {
-    auto pass = env_->ctx.gate.enter();
-    auto p = ctx.getParams();
-    queue_get_request req;
-    req.environment = env_->environment;
-    req.name = p.getName();
-    req.partition = p.getPartition();
-    req.max_items = p.getMaxItems();
-    req.block_timeout_ms = p.getBlockTimeoutMs();
-    auto [reply, promise] = env_->expect<std::vector<std::string>>(env_);
-    caf::anon_send(env_->broker, queue_get_atom::value, std::move(req), std::move(reply));
-    return promise
-      .then([ctx](std::vector<std::string> items) mutable {
-        auto out = ctx.getResults().initItems(static_cast<unsigned>(items.size()));
-        for (unsigned i = 0; i < items.size(); ++i)
-          out.set(i, bytes_of(items[i]));
-      })
-      .attach(kj::mv(pass));
+    return get(ctx.getParams()).then([ctx](std::vector<std::string> items) mutable {
+      fill_items(ctx.getResults(), items);
+    });
+  }
+
+  // -- the thread channels' calls (channel_vat.hpp) -------------------------------------------
+
+  kj::Maybe<kj::Promise<results_writer>> call_direct(uint64_t interface_id, uint16_t method_id,
+                                                     capnp::AnyPointer::Reader params) override {
+    if (interface_id != capnp::typeId<wire::Queues>())
+      return nullptr;
+    if (method_id == put_method)
+      return put(params.getAs<wire::Queues::QueuePutParams>()).then([] {
+        return results_writer([](capnp::AnyPointer::Builder results) {
+          results.initAs<wire::Queues::QueuePutResults>();
+        });
+      });
+    if (method_id == get_method)
+      return get(params.getAs<wire::Queues::QueueGetParams>()).then([](std::vector<std::string> items) {
+        return results_writer([items = std::move(items)](capnp::AnyPointer::Builder results) {
+          fill_items(results.initAs<wire::Queues::QueueGetResults>(), items);
+        });
+      });
+    return nullptr;
   }
 
   kj::Promise<void> queueLen(QueueLenContext ctx) override {
@@ -411,6 +414,45 @@ public:
   }
 
 private:
+  static inline const uint16_t put_method = method_index<wire::Queues>("queuePut");
+  static inline const uint16_t get_method = method_index<wire::Queues>("queueGet");
+
+  kj::Promise<void> put(wire::Queues::QueuePutParams::Reader p) {
+    auto pass = env_->ctx.gate.enter();
+    queue_put_request req;
+    req.environment = env_->environment;
+    req.name = p.getName();
+    req.partition = p.getPartition();
+    req.partition_ttl_ms = p.getPartitionTtlMs();
+    auto items = p.getItems();
+    req.items.reserve(items.size());
+    for (auto item : items)
+      req.items.push_back(to_std(item));
+    auto [reply, promise] = env_->expect<caf::unit_t>(env_);
+    caf::anon_send(env_->broker, queue_put_atom::value, std::move(req), std::move(reply));
+    return promise.attach(kj::mv(pass));
+  }
+
+  kj::Promise<std::vector<std::string>> get(wire::Queues::QueueGetParams::Reader p) {
+    auto pass = env_->ctx.gate.enter();
+    queue_get_request req;
+    req.environment = env_->environment;
+    req.name = p.getName();
+    req.partition = p.getPartition();
+    req.max_items = p.getMaxItems();
+    req.block_timeout_ms = p.getBlockTimeoutMs();
+    auto [reply, promise] = env_->expect<std::vector<std::string>>(env_);
+    caf::anon_send(env_->broker, queue_get_atom::value, std::move(req), std::move(reply));
+    return promise.attach(kj::mv(pass));
+  }
+
+  static void fill_items(wire::Queues::QueueGetResults::Builder results,
+                         const std::vector<std::string>& items) {
+    auto out = results.initItems(static_cast<unsigned>(items.size()));
+    for (unsigned i = 0; i < items.size(); ++i)
+      out.set(i, bytes_of(items[i]));
+  }
+
   std::shared_ptr<queues_env> env_;
 };
 
@@ -421,7 +463,8 @@ capnp::Capability::Client make_queues(rpc_context& ctx, caf::actor_system& sys,
   // shared_ptr (kj thread only): the Queues capability and the ephemeral handles it gives out
   // share the environment; it lives until the last of them is dropped.
   auto env = std::make_shared<queues_env>(queues_env{ctx, sys, std::move(broker), std::move(environment)});
-  return kj::heap<queues_impl>(std::move(env));
+  // Added to the server set: thread channels serve puts and gets on it directly.
+  return ctx.direct_servers.add(kj::heap<queues_impl>(std::move(env)));
 }
 
 } // namespace shoal::queue_broker

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "runtime/channel_preface.hpp"
 #include "schema/gateway.capnp.h"
 
 namespace shoal::client {
@@ -165,55 +166,82 @@ sync_rpc::sync_rpc(const std::string& address, const std::string& token,
   : poll_(reply_poll_limit) {
   fd_ = connect_to(address, timeout);
   try {
-    // The handshake must not hang on a server that accepts but does not answer.
-    timeval tv{static_cast<time_t>(timeout.count() / 1000),
-               static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-
-    // Bootstrap, with authenticate pipelined on its answer.
-    uint32_t bootstrap = next_question_++;
-    {
-      capnp::MallocMessageBuilder message(scratch_span());
-      message.initRoot<rpc::Message>().initBootstrap().setQuestionId(bootstrap);
-      queue_message(message);
-    }
-    uint32_t auth = next_question_++;
-    {
-      capnp::MallocMessageBuilder message(scratch_span());
-      auto call = message.initRoot<rpc::Message>().initCall();
-      call.setQuestionId(auth);
-      call.initTarget().initPromisedAnswer().setQuestionId(bootstrap);
-      call.setInterfaceId(capnp::typeId<wire::Gateway>());
-      call.setMethodId(0); // authenticate @0
-      auto p = call.initParams().initContent().initAs<wire::Gateway::AuthenticateParams>();
-      p.setToken(token);
-      p.setClientVersion(client_version);
-      p.setEnvironment(environment);
-      queue_message(message);
-    }
-    flush();
-    (void)await_return(bootstrap);
-    queue_finish(bootstrap, true); // the Gateway is not needed again
-    auto auth_results = await_return(auth);
-    (void)auth_results;
-    caps_.session = only_cap(reader_->getRoot<rpc::Message>().getReturn().getResults(), "session");
-    queue_finish(auth, false); // keep the Session imported for the connection's life
-
-    caps_.queues = call<wire::Session::QueuesParams, wire::Session::QueuesResults>(
-      caps_.session, capnp::typeId<wire::Session>(), 7 /* queues @7 */, [](auto) {},
-      [this](auto) {
-        return only_cap(reader_->getRoot<rpc::Message>().getReturn().getResults(), "queues");
-      });
-    // Keep the Queues capability: its Finish (sent with the next call) must not release it.
-    finish_pending_ = -1;
-    queue_finish(next_question_ - 1, false);
-
-    timeval none{0, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
-  } catch (...) {
+    handshake(token, client_version, environment, timeout, true);
+  } catch (const kj::Exception& ex) {
     ::close(fd_);
-    throw;
+    fd_ = -1;
+    if (ex.getType() != kj::Exception::Type::DISCONNECTED && !aborted_)
+      throw;
+    // A server that does not know the preface aborts or closes at once: speak plain capnp to it.
+    aborted_ = false;
+    next_question_ = 0;
+    finish_pending_ = -1;
+    caps_ = {};
+    out_.clear();
+    reader_.reset();
+    in_bytes_ = 0;
+    consumed_words_ = 0;
+    fd_ = connect_to(address, timeout);
+    try {
+      handshake(token, client_version, environment, timeout, false);
+    } catch (...) {
+      ::close(fd_);
+      fd_ = -1;
+      throw;
+    }
   }
+}
+
+void sync_rpc::handshake(const std::string& token, const std::string& client_version,
+                         const std::string& environment, std::chrono::milliseconds timeout,
+                         bool preface) {
+  // The handshake must not hang on a server that accepts but does not answer.
+  timeval tv{static_cast<time_t>(timeout.count() / 1000),
+             static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+  if (preface) // shoald serves this connection with its channel_vat
+    out_.insert(out_.end(), channel_preface, channel_preface + channel_preface_size);
+  // Bootstrap, with authenticate pipelined on its answer.
+  uint32_t bootstrap = next_question_++;
+  {
+    capnp::MallocMessageBuilder message(scratch_span());
+    message.initRoot<rpc::Message>().initBootstrap().setQuestionId(bootstrap);
+    queue_message(message);
+  }
+  uint32_t auth = next_question_++;
+  {
+    capnp::MallocMessageBuilder message(scratch_span());
+    auto call = message.initRoot<rpc::Message>().initCall();
+    call.setQuestionId(auth);
+    call.initTarget().initPromisedAnswer().setQuestionId(bootstrap);
+    call.setInterfaceId(capnp::typeId<wire::Gateway>());
+    call.setMethodId(0); // authenticate @0
+    auto p = call.initParams().initContent().initAs<wire::Gateway::AuthenticateParams>();
+    p.setToken(token);
+    p.setClientVersion(client_version);
+    p.setEnvironment(environment);
+    queue_message(message);
+  }
+  flush();
+  (void)await_return(bootstrap);
+  queue_finish(bootstrap, true); // the Gateway is not needed again
+  auto auth_results = await_return(auth);
+  (void)auth_results;
+  caps_.session = only_cap(reader_->getRoot<rpc::Message>().getReturn().getResults(), "session");
+  queue_finish(auth, false); // keep the Session imported for the connection's life
+
+  caps_.queues = call<wire::Session::QueuesParams, wire::Session::QueuesResults>(
+    caps_.session, capnp::typeId<wire::Session>(), 7 /* queues @7 */, [](auto) {},
+    [this](auto) {
+      return only_cap(reader_->getRoot<rpc::Message>().getReturn().getResults(), "queues");
+    });
+  // Keep the Queues capability: its Finish (sent with the next call) must not release it.
+  finish_pending_ = -1;
+  queue_finish(next_question_ - 1, false);
+
+  timeval none{0, 0};
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
 }
 
 sync_rpc::~sync_rpc() {
@@ -342,6 +370,7 @@ long sync_rpc::receive(void* into, size_t size) {
 void sync_rpc::handle_other(rpc::Message::Reader message) {
   switch (message.which()) {
     case rpc::Message::ABORT:
+      aborted_ = true;
       remote_failure(message.getAbort());
     case rpc::Message::UNIMPLEMENTED:
       fail(kj::Exception::Type::FAILED, "the server does not implement a message this client sent");

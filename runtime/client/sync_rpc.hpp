@@ -6,6 +6,10 @@
 /// Finish of the previous call travels with it) and blocking `recv`s until its Return. No promises,
 /// no epoll, no allocation for small messages. shoald sees an ordinary capnp client.
 ///
+/// The connection opens with `channel_preface` (runtime/channel_preface.hpp), so shoald serves it
+/// with its lean `channel_vat`; a server that closes on the preface gets a second connection
+/// without it.
+///
 /// Used for the queue hot path (client.cpp's thread channels): with a kj loop per call, half of
 /// a put's client CPU was promise and RPC-table bookkeeping. Everything else keeps using
 /// kj's RpcSystem on the connection's own thread.
@@ -125,6 +129,9 @@ private:
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
   }
+  /// Bootstrap, authenticate, Session.queues; `preface` first asks shoald for its channel_vat.
+  void handshake(const std::string& token, const std::string& client_version,
+                 const std::string& environment, std::chrono::milliseconds timeout, bool preface);
   /// `recv` into `into`, busy-polling first while `poll_until_ns_` is ahead (and a slot is free).
   long receive(void* into, size_t size);
   /// Appends `message`, framed, to the outgoing bytes.
@@ -156,6 +163,7 @@ private:
   std::optional<capnp::FlatArrayMessageReader> reader_; ///< over the last message handed out
   reply_poll poll_;
   int64_t poll_until_ns_ = 0; ///< while waiting for a reply: poll, don't sleep, until then
+  bool aborted_ = false;      ///< the server sent an Abort
 };
 
 } // namespace shoal::client

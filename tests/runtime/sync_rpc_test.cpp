@@ -3,6 +3,7 @@
 // resolved later (senderPromise, Resolve, Release), an Abort, and a server that goes away.
 
 #include "runtime/client/sync_rpc.hpp"
+#include "tests/support/sync_rpc_calls.hpp"
 
 #include <future>
 #include <string>
@@ -20,6 +21,8 @@ using shoal::client::reply_poll;
 using shoal::client::sync_rpc;
 using namespace std::chrono_literals;
 namespace wire = shoal::wire;
+using shoal::test::description_of;
+using shoal::test::put;
 
 namespace {
 
@@ -140,24 +143,7 @@ std::vector<std::string> get_all(sync_rpc& rpc) {
     });
 }
 
-void put(sync_rpc& rpc, const std::string& name, const std::string& item) {
-  rpc.call<wire::Queues::QueuePutParams, wire::Queues::QueuePutResults>(
-    rpc.caps().queues, capnp::typeId<wire::Queues>(), 5,
-    [&](auto p) {
-      p.setName(name);
-      p.initItems(1).set(0, kj::arrayPtr(reinterpret_cast<const kj::byte*>(item.data()), item.size()));
-    },
-    [](auto) { return true; });
-}
 
-std::string description_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const kj::Exception& e) {
-    return e.getDescription().cStr();
-  }
-  return "no exception";
-}
 
 } // namespace
 
