@@ -133,7 +133,8 @@ void channel_vat::on_bootstrap(rpc::Bootstrap::Reader bootstrap) {
   send_results(question, [this](capnp::AnyPointer::Builder content) {
     content.setAs<capnp::Capability>(bootstrap_);
   });
-  bootstrap_answers_[question] = answer_exports_[question].front();
+  if (auto a = answer_exports_.find(question); a != answer_exports_.end() && !a->second.empty())
+    bootstrap_answers_[question] = a->second.front();
 }
 
 void channel_vat::on_call(rpc::Call::Reader call) {
