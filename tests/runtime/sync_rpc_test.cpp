@@ -1,6 +1,8 @@
 // sync_rpc against a small capnp server of the test's own (a fake, unit-test only): the protocol
 // paths shoald's real server does not take, e.g. a capability that arrives as a promise and is
-// resolved later (senderPromise, Resolve, Release), an Abort, and a server that goes away.
+// resolved later (senderPromise, Resolve, Release), an Abort, and a server that goes away. The
+// fake is a plain capnp server, which refuses the channel preface: every test here also covers
+// sync_rpc's reconnect without it (shoald's own side is tests/runtime/channel_vat_test.cpp).
 
 #include "runtime/client/sync_rpc.hpp"
 #include "tests/support/sync_rpc_calls.hpp"
