@@ -43,8 +43,8 @@ public:
       return KJ_EXCEPTION(FAILED, "[invalid_argument] no queue may be named 'bad'");
     for (auto item : p.getItems())
       st_.items.emplace_back(reinterpret_cast<const char*>(item.begin()), item.size());
-    if (p.getName() == "slow") // answers after 30 ms
-      return timer_.afterDelay(30 * kj::MILLISECONDS);
+    if (p.getName() == "slow") // answers after 200 ms
+      return timer_.afterDelay(200 * kj::MILLISECONDS);
     return kj::READY_NOW;
   }
 
@@ -246,13 +246,14 @@ TEST_CASE("reply_poll polls for quick replies only, and wins polling back once t
 
 TEST_CASE("sync_rpc busy-polls for quick replies, then sleeps for a reply that takes longer") {
   fake_server server;
-  sync_rpc rpc{server.address(), "good", "test", "", std::chrono::seconds(5), 2000us};
+  // A limit far above a quick reply even on a loaded machine; the slow reply is 10x the limit.
+  sync_rpc rpc{server.address(), "good", "test", "", std::chrono::seconds(5), 20000us};
   std::this_thread::sleep_for(std::chrono::milliseconds(50)); // the Queues promise resolved
   put(rpc, "q", "a");
   CHECK(rpc.polling().typical_ns() > 0);
   CHECK(rpc.polling().budget_ns() > 0);
-  put(rpc, "slow", "b"); // outlasts the 2 ms of polling: the rest of the wait sleeps in recv
-  CHECK(rpc.polling().typical_ns() > 2'000'000);
+  put(rpc, "slow", "b"); // outlasts the 20 ms of polling: the rest of the wait sleeps in recv
+  CHECK(rpc.polling().typical_ns() > 20'000'000);
   CHECK(rpc.polling().budget_ns() == 0);
   put(rpc, "slow", "c"); // answered while not polling at all
   for (int i = 0; i < 20 && rpc.polling().budget_ns() == 0; ++i)
