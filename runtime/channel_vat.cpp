@@ -138,7 +138,6 @@ void channel_vat::on_bootstrap(rpc::Bootstrap::Reader bootstrap) {
 }
 
 void channel_vat::on_call(rpc::Call::Reader call) {
-  ++calls_;
   auto question = call.getQuestionId();
   auto target = call.getTarget();
   export_entry* callee = nullptr;
@@ -174,7 +173,6 @@ void channel_vat::on_call(rpc::Call::Reader call) {
                  if (callee->direct != nullptr) {
                    KJ_IF_MAYBE (started,
                                 callee->direct->call_direct(interface_id, method_id, params.getContent())) {
-                     ++direct_calls_;
                      return answer(kj::mv(*started));
                    }
                  }

@@ -65,12 +65,8 @@ public:
               capnp::CapabilityServerSet<capnp::Capability>& servers);
   ~channel_vat();
 
-  /// Serves until the peer closes or aborts (resolves) or the connection fails (rejects).
+  /// Serves until the peer closes, aborts or the connection fails.
   kj::Promise<void> run();
-
-  /// Calls served so far, and how many of them directly (for tests and inspection).
-  uint64_t calls() const noexcept { return calls_; }
-  uint64_t direct_calls() const noexcept { return direct_calls_; }
 
 private:
   struct export_entry {
@@ -130,9 +126,6 @@ private:
   bool writing_ = false;
   bool ended_ = false;
   kj::Own<kj::PromiseFulfiller<void>> done_;
-
-  uint64_t calls_ = 0;
-  uint64_t direct_calls_ = 0;
 
   task_errors errors_{*this};
   kj::TaskSet tasks_{errors_}; ///< last: cancelled before the members its tasks use
