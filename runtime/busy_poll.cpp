@@ -5,15 +5,14 @@
 
 namespace shoal {
 
-busy_poll::busy_poll(kj::Timer& timer, kj::Duration window, size_t max_sources)
-  : timer_(timer), window_(window),
-    max_sources_(max_sources > 0
-                   ? max_sources
-                   : std::max<size_t>(1, std::thread::hardware_concurrency()) - 1),
-    idle_since_(timer.now()) {
-  if (max_sources_ == 0)
-    max_sources_ = 1;
+size_t busy_poll::spare_cores() {
+  auto cores = static_cast<size_t>(std::thread::hardware_concurrency());
+  return cores > 1 ? cores - 1 : 0;
 }
+
+busy_poll::busy_poll(kj::Timer& timer, kj::Duration window, size_t max_sources)
+  : timer_(timer), window_(max_sources > 0 ? window : 0 * kj::NANOSECONDS),
+    max_sources_(max_sources), idle_since_(timer.now()) {}
 
 void busy_poll::on_request(const void* source) {
   if (window_ <= 0 * kj::NANOSECONDS)

@@ -37,8 +37,11 @@ class busy_poll {
 public:
   static constexpr int calm_requests = 8;
 
-  /// `max_sources` 0: one fewer than the machine's cores (at least one).
-  busy_poll(kj::Timer& timer, kj::Duration window, size_t max_sources = 0);
+  /// How many connections may call while the loop polls: one fewer than the machine's cores
+  /// (none on a single core, where polling would take the CPU from the one client).
+  static size_t spare_cores();
+
+  busy_poll(kj::Timer& timer, kj::Duration window, size_t max_sources = spare_cores());
 
   /// Bytes of a request arrived on connection `source`: keep polling until the loop was idle for
   /// `window` after it (unless requests come from too many connections).

@@ -144,7 +144,8 @@ void reply_poll::replied(int64_t waited_ns) noexcept {
 }
 
 int reply_poll::slots() noexcept {
-  static const int n = std::max(1, static_cast<int>(std::thread::hardware_concurrency() / 2));
+  // None on a single core: the server needs that core to answer.
+  static const int n = static_cast<int>(std::thread::hardware_concurrency() / 2);
   return n;
 }
 

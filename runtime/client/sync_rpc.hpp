@@ -41,8 +41,8 @@ namespace shoal::client {
 /// with non-blocking `recv`s for up to twice its typical reply time (at most `limit`), then sleeps.
 /// A call that waits long (a blocking get on an empty queue, a loaded server) pushes the typical
 /// time past the limit and sleeps at once until replies are quick again. Only one thread per two
-/// cores of a process polls at a time (`try_enter`), so many waiting threads never take the CPU
-/// the server or the other threads need. Not thread-safe; one per channel.
+/// cores of a process polls at a time (`try_enter`; none on a single core), so many waiting
+/// threads never take the CPU the server or the other threads need. Not thread-safe; one per channel.
 class reply_poll {
 public:
   explicit reply_poll(std::chrono::microseconds limit) noexcept

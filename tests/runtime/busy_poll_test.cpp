@@ -4,6 +4,8 @@
 
 #include "runtime/busy_poll.hpp"
 
+#include <thread>
+
 #include <catch2/catch.hpp>
 #include <kj/async-io.h>
 
@@ -83,12 +85,19 @@ TEST_CASE("busy_poll does not poll while requests come from more connections tha
   CHECK(poller.windows() == 2);
 }
 
-TEST_CASE("busy_poll with a window of zero never polls") {
+TEST_CASE("busy_poll with a window of zero, or without a spare core, never polls") {
   auto io = kj::setupAsyncIo();
-  busy_poll poller{io.provider->getTimer(), 0 * kj::MILLISECONDS};
-  poller.on_request(&client_a);
-  CHECK_FALSE(poller.polling());
-  CHECK(poller.windows() == 0);
-  io.provider->getTimer().afterDelay(1 * kj::MILLISECONDS).wait(io.waitScope);
-  CHECK(poller.polls() == 0);
+  auto& timer = io.provider->getTimer();
+  busy_poll off{timer, 0 * kj::MILLISECONDS, 1};
+  busy_poll single_core{timer, 50 * kj::MILLISECONDS, 0};
+  for (auto* poller : {&off, &single_core}) {
+    poller->on_request(&client_a);
+    CHECK_FALSE(poller->polling());
+    CHECK(poller->windows() == 0);
+  }
+  timer.afterDelay(1 * kj::MILLISECONDS).wait(io.waitScope);
+  CHECK(off.polls() == 0);
+  CHECK(single_core.polls() == 0);
+  auto cores = std::thread::hardware_concurrency();
+  CHECK(busy_poll::spare_cores() == (cores > 1 ? cores - 1 : 0));
 }
