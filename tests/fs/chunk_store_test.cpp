@@ -551,6 +551,9 @@ TEST_CASE("collect forgets dead chunks, rewrites mostly dead packs and keeps eve
       ++reads;
     }
   });
+  // Collect once the reader runs (on a loaded machine the thread may start late).
+  while (reads == 0)
+    std::this_thread::yield();
   auto rep = store->collect(live);
   stop = true;
   reader.join();
