@@ -6,6 +6,7 @@
 #include <capnp/serialize.h>
 
 #include "runtime/buffered_stream.hpp"
+#include "runtime/capnp_framing.hpp"
 #include "runtime/log.hpp"
 
 namespace shoal {
@@ -289,23 +290,7 @@ void channel_vat::abort(kj::StringPtr why) {
 }
 
 void channel_vat::send(capnp::MessageBuilder& message) {
-  auto segments = message.getSegmentsForOutput();
-  size_t table_words = segments.size() / 2 + 1;
-  size_t words = table_words;
-  for (auto s : segments)
-    words += s.size();
-  size_t at = out_.size();
-  out_.resize(at + words * sizeof(word));
-  auto* table = reinterpret_cast<uint32_t*>(out_.begin() + at);
-  std::memset(table, 0, table_words * sizeof(word));
-  table[0] = static_cast<uint32_t>(segments.size() - 1);
-  for (size_t i = 0; i < segments.size(); ++i)
-    table[i + 1] = static_cast<uint32_t>(segments[i].size());
-  at += table_words * sizeof(word);
-  for (auto s : segments) {
-    std::memcpy(out_.begin() + at, s.begin(), s.size() * sizeof(word));
-    at += s.size() * sizeof(word);
-  }
+  append_framed(out_, message);
   schedule_flush();
 }
 
@@ -323,8 +308,9 @@ kj::Promise<void> channel_vat::flush() {
   if (writing_ || out_.empty())
     return kj::READY_NOW;
   writing_ = true;
-  auto data = out_.releaseAsArray();
-  auto written = stream_->write(data.begin(), data.size());
+  auto data = kj::heap<std::vector<uint8_t>>(std::move(out_));
+  out_.clear();
+  auto written = stream_->write(data->data(), data->size());
   return written.attach(kj::mv(data)).then([this]() -> kj::Promise<void> {
     writing_ = false;
     return flush();

@@ -121,7 +121,7 @@ private:
   std::map<uint32_t, uint32_t> bootstrap_answers_;              ///< question → export
   std::map<uint32_t, std::vector<uint32_t>> answer_exports_;  ///< question → exports in its Return
 
-  kj::Vector<kj::byte> out_;
+  std::vector<uint8_t> out_; ///< framed messages waiting for the next flush
   bool flush_scheduled_ = false;
   bool writing_ = false;
   bool ended_ = false;

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "runtime/capnp_framing.hpp"
 #include "runtime/channel_preface.hpp"
 #include "schema/gateway.capnp.h"
 
@@ -250,27 +251,7 @@ sync_rpc::~sync_rpc() {
     ::close(fd_); // the server drops this connection's session and imports with it
 }
 
-void sync_rpc::queue_message(capnp::MessageBuilder& message) {
-  auto segments = message.getSegmentsForOutput();
-  // The stream framing: (segment count - 1), each segment's size in words, padded to a word.
-  size_t table_words = (segments.size() + 2) / 2;
-  size_t total = table_words * sizeof(word);
-  for (auto s : segments)
-    total += s.size() * sizeof(word);
-  size_t at = out_.size();
-  out_.resize(at + total);
-  auto* table = reinterpret_cast<uint32_t*>(out_.data() + at);
-  table[0] = static_cast<uint32_t>(segments.size() - 1);
-  for (size_t i = 0; i < segments.size(); ++i)
-    table[i + 1] = static_cast<uint32_t>(segments[i].size());
-  if (segments.size() % 2 == 0)
-    table[segments.size() + 1] = 0;
-  at += table_words * sizeof(word);
-  for (auto s : segments) {
-    std::memcpy(out_.data() + at, s.begin(), s.size() * sizeof(word));
-    at += s.size() * sizeof(word);
-  }
-}
+void sync_rpc::queue_message(capnp::MessageBuilder& message) { append_framed(out_, message); }
 
 void sync_rpc::queue_finish(uint32_t question, bool release_result_caps) {
   capnp::MallocMessageBuilder message(scratch_span());
