@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "runtime/capnp_framing.hpp"
 #include "runtime/channel_preface.hpp"
 #include "runtime/client/sync_rpc.hpp"
 #include "tests/support/sync_rpc_calls.hpp"
@@ -217,17 +219,19 @@ TEST_CASE("ordinary capnp clients get capnp's RpcSystem on the same port") {
   CHECK(shoald.state.items == std::vector<std::string>{"x"});
 }
 
-TEST_CASE("a channel that sends a message it may not send gets an Abort and is closed") {
-  fake_shoald shoald;
-  int fd = dial(shoald.server->address());
-  capnp::MallocMessageBuilder message;
-  message.initRoot<capnp::rpc::Message>().initResolve().setPromiseId(7);
-  auto words = capnp::messageToFlatArray(message);
-  std::string out(shoal::channel_preface, shoal::channel_preface_size);
-  out.append(reinterpret_cast<const char*>(words.begin()), words.asBytes().size());
+/// Sends the preface and `messages` on a raw connection, reads until the server closes, and
+/// returns the reason of the Abort it ended with ("" if it sent none).
+std::string abort_reason_after(const std::string& address,
+                               const std::vector<std::function<void(capnp::rpc::Message::Builder)>>& messages) {
+  int fd = dial(address);
+  std::vector<uint8_t> out(shoal::channel_preface, shoal::channel_preface + shoal::channel_preface_size);
+  for (auto& build : messages) {
+    capnp::MallocMessageBuilder message;
+    build(message.initRoot<capnp::rpc::Message>());
+    shoal::append_framed(out, message);
+  }
   REQUIRE(::send(fd, out.data(), out.size(), 0) == static_cast<ssize_t>(out.size()));
-
-  std::vector<capnp::word> in(1024);
+  std::vector<capnp::word> in(4096);
   size_t got = 0;
   for (;;) {
     auto n = ::recv(fd, reinterpret_cast<char*>(in.data()) + got, in.size() * sizeof(capnp::word) - got, 0);
@@ -236,9 +240,51 @@ TEST_CASE("a channel that sends a message it may not send gets an Abort and is c
     got += static_cast<size_t>(n);
   }
   ::close(fd);
-  REQUIRE(got >= sizeof(capnp::word));
-  capnp::FlatArrayMessageReader reader(kj::arrayPtr(in.data(), got / sizeof(capnp::word)));
-  auto reply = reader.getRoot<capnp::rpc::Message>();
-  REQUIRE(reply.isAbort());
-  CHECK(std::string(reply.getAbort().getReason().cStr()).find("does not take Resolve") != std::string::npos);
+  auto words = kj::arrayPtr(const_cast<const capnp::word*>(in.data()), got / sizeof(capnp::word));
+  std::string reason;
+  while (words.size() > 0) { // the replies in order; the Abort is the last
+    capnp::FlatArrayMessageReader reader(words);
+    auto reply = reader.getRoot<capnp::rpc::Message>();
+    if (reply.isAbort())
+      reason = reply.getAbort().getReason();
+    words = kj::arrayPtr(reader.getEnd(), static_cast<const capnp::word*>(words.end()));
+  }
+  return reason;
+}
+
+TEST_CASE("a channel that sends what a thread channel may not send gets an Abort and is closed") {
+  fake_shoald shoald;
+  auto bootstrap = [](capnp::rpc::Message::Builder m) { m.initBootstrap().setQuestionId(0); };
+  auto call = [](capnp::rpc::Message::Builder m) {
+    auto c = m.initCall();
+    c.setQuestionId(1);
+    c.initTarget().setImportedCap(0); // the bootstrap's export
+    c.setInterfaceId(capnp::typeId<wire::Gateway>());
+    c.setMethodId(0);
+    return c;
+  };
+  SECTION("a message kind it does not take") {
+    auto reason = abort_reason_after(shoald.server->address(), {[](capnp::rpc::Message::Builder m) {
+      m.initResolve().setPromiseId(7);
+    }});
+    CHECK(reason.find("does not take Resolve") != std::string::npos);
+  }
+  SECTION("capabilities in a call's parameters") {
+    auto reason = abort_reason_after(shoald.server->address(), {bootstrap, [&](capnp::rpc::Message::Builder m) {
+      call(m).getParams().initCapTable(1)[0].setSenderHosted(0);
+    }});
+    CHECK(reason.find("may not carry capabilities") != std::string::npos);
+  }
+  SECTION("pipelining on a call's results") {
+    auto reason = abort_reason_after(shoald.server->address(), {bootstrap, [&](capnp::rpc::Message::Builder m) {
+      call(m).initTarget().initPromisedAnswer().setQuestionId(5);
+    }});
+    CHECK(reason.find("pipeline only on its Bootstrap") != std::string::npos);
+  }
+  SECTION("results sent elsewhere than to the caller") {
+    auto reason = abort_reason_after(shoald.server->address(), {bootstrap, [&](capnp::rpc::Message::Builder m) {
+      call(m).initSendResultsTo().setYourself();
+    }});
+    CHECK(reason.find("results go to the caller only") != std::string::npos);
+  }
 }
